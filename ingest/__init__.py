@@ -1,0 +1,1 @@
+"""Bulk ingest: `python -m ingest PATH...` works like `rag ingest PATH...`."""

@@ -1,0 +1,233 @@
+"""The `rag` command: parse flags, call one library function, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rag.settings import MODES, Settings, load_settings
+
+
+class UserError(Exception):
+    """Bad input the user can fix; printed as one line, without a traceback."""
+
+
+def _quiet() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model is local; never reach for a hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        "collection": getattr(args, "collection", None),
+        "k": getattr(args, "k", None),
+        "mode": getattr(args, "retrieval", None) or (getattr(args, "mode", None) if args.command == "retrieve" else None),
+        "backend": getattr(args, "backend", None),
+        "base_url": getattr(args, "base_url", None),
+        "model": getattr(args, "model", None),
+        "max_tokens": getattr(args, "max_tokens", None),
+        **extra,
+    }
+    return load_settings(Path(args.config), environ=os.environ, overrides=overrides)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ingest.pipeline import ingest
+    from rag.components import make_chunker, make_embedder, open_collection
+
+    settings = _settings(args)
+    embedder = make_embedder(settings)
+    collection = open_collection(settings, embedder, create=True)
+    progress = (lambda files: tqdm(files, desc="ingest", unit="file", file=sys.stderr,
+                                   disable=args.json and not sys.stderr.isatty()))
+    report = ingest(
+        args.paths, collection, embedder, make_chunker(settings, embedder), prune=args.prune,
+        index_type=settings.index_type, exact_threshold=settings.exact_threshold, progress=progress,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        for line in report.errors:
+            print(f"error: {line}", file=sys.stderr)
+        for line in report.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        print(report.summary())
+    if report.failed and (args.strict or report.ingested == 0):
+        return 1
+    return 0
+
+
+def _read_queries(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read queries: {exc.strerror or exc}") from None
+    questions = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                questions.append(str(json.loads(line)["question"]))
+            except (json.JSONDecodeError, KeyError):
+                raise UserError(f"{path}:{number}: expected a JSON object with a 'question' field") from None
+        else:
+            questions.append(line.strip())
+    return questions
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from rag.components import make_retriever
+
+    settings = _settings(args)
+    if args.queries is None and args.question is None:
+        raise UserError("give a question or --queries FILE")
+    questions = _read_queries(args.queries) if args.queries else [args.question]
+    retriever = make_retriever(settings)
+    for question in questions:
+        hits = retriever.search(question, k=settings.k, mode=settings.mode)
+        if args.json or args.queries:
+            print(json.dumps({"question": question, "results": [h.as_dict() for h in hits]}))
+        else:
+            for n, hit in enumerate(hits, start=1):
+                print(f"[{n}] {_where(hit)}  score {hit.score:.4f}\n    {_snippet(hit.text)}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.answer import Assistant
+    from rag.components import make_generator, make_retriever
+
+    settings = _settings(args)
+    if not args.question.strip():
+        raise UserError("question is empty")
+    retriever = make_retriever(settings) if args.mode == "rag" else None
+    generator = make_generator(settings, adapter=args.adapter)
+    assistant = Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode,
+                          max_tokens=settings.max_tokens, temperature=settings.temperature)
+    if args.stream and not args.json:
+        stream = assistant.ask_stream(args.question, args.mode)
+        for piece in stream:
+            print(piece, end="", flush=True)
+        print()
+        answer = stream.answer
+    else:
+        answer = assistant.ask(args.question, args.mode)
+        if args.json:
+            print(json.dumps(answer.as_dict()))
+            return 0
+        print(answer.answer)
+    if answer.sources:
+        print("\nSources:")
+        for n, hit in enumerate(answer.sources, start=1):
+            print(f"  [{n}] {_where(hit)}  score {hit.score:.4f}")
+    return 0
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    from rag.store import list_collections
+
+    settings = _settings(args)
+    infos = list_collections(settings.home)
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos]))
+    elif not infos:
+        print(f"no collections under {settings.home}; make one with: rag ingest PATH")
+    else:
+        print(f"{'name':20} {'files':>6} {'chunks':>7}  {'index':6} model")
+        for info in infos:
+            print(f"{info.name:20} {info.files:>6} {info.chunks:>7}  {info.index_type:6} {info.model}")
+    return 0
+
+
+def _where(hit) -> str:
+    return hit.source if hit.page is None else f"{hit.source} (page {hit.page})"
+
+
+def _snippet(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Chat with your documents; compare RAG and LoRA.")
+    parser.add_argument("--config", default="rag.toml", help="settings file (default: ./rag.toml if present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_collection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--collection", "-c", help="collection name (default: settings, 'default')")
+
+    p = sub.add_parser("ingest", help="add files, folders or globs to a collection")
+    p.add_argument("paths", nargs="+")
+    with_collection(p)
+    p.add_argument("--prune", action="store_true", help="remove chunks of files that no longer exist")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("retrieve", help="show the chunks retrieved for a question (no model)")
+    p.add_argument("question", nargs="?")
+    with_collection(p)
+    p.add_argument("--k", type=int)
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--queries", help="JSONL with a 'question' field, or one question per line")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retrieve)
+
+    p = sub.add_parser("ask", help="answer a question with cited sources")
+    p.add_argument("question")
+    with_collection(p)
+    p.add_argument("--mode", choices=("rag", "base"), default="rag", help="rag: retrieve and cite; base: model alone")
+    p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: hybrid)")
+    p.add_argument("--k", type=int)
+    p.add_argument("--backend", choices=("local", "server"))
+    p.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="local: HF model folder; server: served model name")
+    p.add_argument("--adapter", help="LoRA adapter (local: a peft folder; server: a served adapter name)")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--stream", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("collections", help="list collections")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_collections)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet()
+    from rag.generator import GenerationError
+    from rag.loading import LoadError
+    from rag.store import CollectionError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, CollectionError, GenerationError, LoadError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

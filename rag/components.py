@@ -1,0 +1,45 @@
+"""Components: build the embedder, chunker, collection, retriever and generator from Settings.
+
+The one place where settings turn into objects; the CLI, the UI and the eval harness all call it.
+"""
+
+from __future__ import annotations
+
+from rag.chunking import Chunker
+from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.generator import Generator, LocalGenerator, OpenAIGenerator
+from rag.models import resolve_model
+from rag.retriever import Retriever
+from rag.settings import Settings
+from rag.store import Collection
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    return SentenceTransformerEmbedder(settings.embedding_model, settings.device, settings.embed_batch_size)
+
+
+def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
+    return Chunker(embedder.tokenizer, embedder.max_tokens, settings.chunk_size, settings.chunk_overlap)
+
+
+def open_collection(settings: Settings, embedder: Embedder | None = None, create: bool = False) -> Collection:
+    return Collection.open(
+        settings.collection_dir,
+        model=embedder.name if embedder else None,
+        dim=embedder.dim if embedder else None,
+        create=create,
+    )
+
+
+def make_retriever(settings: Settings, embedder: Embedder | None = None) -> Retriever:
+    embedder = embedder or make_embedder(settings)
+    return Retriever(open_collection(settings, embedder), embedder)
+
+
+def make_generator(settings: Settings, adapter: str | None = None) -> Generator:
+    if settings.backend == "server":
+        return OpenAIGenerator(
+            settings.base_url, adapter or settings.model, settings.api_key,
+            timeout=settings.request_timeout, max_retries=settings.max_retries,
+        )
+    return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device, adapter=adapter)

