@@ -12,7 +12,9 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install dev run ingest-sample test test-fast sample-data clean
+PORT ?= 8501
+
+.PHONY: install dev browser run ask-sample ingest-sample test test-fast sample-data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +37,22 @@ dev: $(VENV)/.installed-dev
 ingest-sample: install
 	$(VENV)/bin/rag ingest data/sample --collection sample
 
+# The chat UI on the sample corpus, with the embedded model (open http://127.0.0.1:$(PORT)).
 run: ingest-sample
+	RAG_COLLECTION=sample $(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+# The same, in the terminal: one cited answer.
+ask-sample: ingest-sample
 	$(VENV)/bin/rag ask --collection sample --stream "When was the Korvik Island Lighthouse first lit?"
 
-test: dev
+# The browser test drives Debian's chromium (root installs it; others: sudo apt-get install chromium).
+browser:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "install chromium for the browser test: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: dev browser
 	$(PY) -m pytest -q
 
 test-fast: dev

@@ -98,6 +98,15 @@ class _openai_errors:
         return False
 
 
+def check_server(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> tuple[bool, str]:
+    """(reachable, a one-line reason or the served models) for a health indicator."""
+    try:
+        models = OpenAIGenerator(base_url, api_key=api_key, timeout=timeout, max_retries=0).list_models()
+    except GenerationError as exc:
+        return False, str(exc)
+    return True, f"serving {', '.join(models) or 'no model'}"
+
+
 class LocalGenerator:
     """A Hugging Face causal LM run in-process (CPU or CUDA); greedy decoding at temperature 0."""
 

@@ -7,6 +7,8 @@ call a model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rag.retriever import Hit
 
 NO_ANSWER = "I don't know based on the provided documents."
@@ -26,7 +28,9 @@ Message = dict[str, str]
 def format_context(hits: list[Hit]) -> str:
     blocks = []
     for n, hit in enumerate(hits, start=1):
-        where = hit.source if hit.page is None else f"{hit.source}, page {hit.page}"
+        # The file name only: where the files happen to live must not change the answer.
+        name = Path(hit.source).name
+        where = name if hit.page is None else f"{name}, page {hit.page}"
         blocks.append(f"[{n}] (source: {where})\n{hit.text.strip()}")
     return "\n\n".join(blocks)
 

@@ -1,0 +1,78 @@
+"""The Streamlit UI through streamlit.testing (no browser): chat, modes, upload, server errors."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+
+@pytest.fixture
+def app(monkeypatch, sample_collection, tiny_model_dir):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("RAG_HOME", str(sample_collection.folder.parent))
+    monkeypatch.setenv("RAG_COLLECTION", "sample")
+    monkeypatch.setenv("RAG_MODEL", str(tiny_model_dir))  # plumbing only: the tiny model's text is noise
+    monkeypatch.setenv("RAG_MAX_TOKENS", "8")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _assistant_messages(at):
+    return [m for m in at.chat_message if m.name == "assistant"]
+
+
+def test_chat_answers_with_numbered_sources(app):
+    app.chat_input[0].set_value("How long is the Tidy T3 warranty?").run()
+    assert not app.exception
+    [reply] = _assistant_messages(app)
+    [sources] = reply.expander
+    assert sources.label == "Sources (3)"
+    assert "[1] " in sources.markdown[0].value and "tidy_t3_manual.html" in sources.markdown[0].value
+    app.chat_input[0].set_value("Who designed the Korvik lighthouse?").run()
+    assert len(_assistant_messages(app)) == 2  # history kept across turns
+    app.sidebar.button[0].click().run()  # "Clear chat"
+    assert _assistant_messages(app) == []
+
+
+def test_mode_switch_to_base_has_no_sources_and_lora_needs_an_adapter(app):
+    mode = next(r for r in app.sidebar.radio if r.label == "Mode")
+    mode.set_value("Base model").run()
+    app.chat_input[0].set_value("What is tea?").run()
+    [reply] = _assistant_messages(app)
+    assert reply.expander == []
+    next(r for r in app.sidebar.radio if r.label == "Mode").set_value("LoRA").run()
+    assert "No LoRA adapter available" in app.sidebar.warning[0].value
+    app.chat_input[0].set_value("What is tea?").run()
+    assert "choose an adapter for the LoRA modes" in app.error[0].value
+
+
+def test_upload_good_and_bad_files(app, monkeypatch, tmp_path):
+    from rag.store import Collection
+
+    monkeypatch.setenv("RAG_HOME", str(tmp_path))
+    monkeypatch.setenv("RAG_COLLECTION", "uploads")
+    app.run()
+    app.sidebar.file_uploader[0].set_value([
+        ("../../escape.md", b"The Korvik ferry runs from May to September.", "text/markdown"),
+        ("empty.txt", b"", "text/plain"),
+    ]).run()
+    next(b for b in app.sidebar.button if b.label == "Ingest uploads").click().run()
+    assert not app.exception
+    errors = [e.value for e in app.sidebar.error]
+    assert any("empty.txt: empty file" in e for e in errors)
+    assert "files new 1" in app.sidebar.success[0].value
+    coll = Collection.open(tmp_path / "uploads")
+    [path] = coll.file_hashes()
+    assert path == str(tmp_path / "uploads" / "uploads" / "escape.md")  # stored inside the collection only
+    assert not (tmp_path / "escape.md").exists()
+
+
+def test_unreachable_server_is_explained(app):
+    backend = next(r for r in app.sidebar.radio if r.label == "Backend")
+    backend.set_value("Server (OpenAI-compatible)").run()
+    app.sidebar.text_input[0].set_value("http://127.0.0.1:9/v1").run()
+    assert "cannot reach the model server at http://127.0.0.1:9/v1" in app.sidebar.error[0].value
+    app.chat_input[0].set_value("How long is the Tidy T3 warranty?").run()
+    assert "cannot reach the model server" in app.error[0].value
