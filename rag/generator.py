@@ -11,7 +11,8 @@ It does not build prompts or retrieve.
 from __future__ import annotations
 
 import threading
-from typing import Iterator, Protocol
+from contextlib import contextmanager
+from typing import ContextManager, Iterator, Protocol
 
 Message = dict[str, str]
 
@@ -69,33 +70,23 @@ class OpenAIGenerator:
                 if event.choices and event.choices[0].delta.content:
                     yield event.choices[0].delta.content
 
-    def _errors(self):
+    def _errors(self) -> ContextManager[None]:
         return _openai_errors(self.base_url)
 
 
-class _openai_errors:
+@contextmanager
+def _openai_errors(url: str) -> Iterator[None]:
     """Turn the openai client's exceptions into one-line GenerationErrors that name the URL."""
+    import openai
 
-    def __init__(self, url: str):
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        import openai
-
-        if exc is None:
-            return False
-        if isinstance(exc, openai.APITimeoutError):
-            raise GenerationError(f"the model server at {self.url} did not answer in time") from None
-        if isinstance(exc, openai.APIConnectionError):
-            raise GenerationError(
-                f"cannot reach the model server at {self.url} (is it running? start one with: rag serve)"
-            ) from None
-        if isinstance(exc, openai.APIStatusError):
-            raise GenerationError(f"the model server at {self.url} answered {exc.status_code}: {exc.message}") from None
-        return False
+    try:
+        yield
+    except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
+        raise GenerationError(f"the model server at {url} did not answer in time") from None
+    except openai.APIConnectionError:
+        raise GenerationError(f"cannot reach the model server at {url} (is it running?)") from None
+    except openai.APIStatusError as exc:
+        raise GenerationError(f"the model server at {url} answered {exc.status_code}: {exc.message}") from None
 
 
 def check_server(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> tuple[bool, str]:
@@ -143,9 +134,6 @@ class LocalGenerator:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return int(self._inputs(messages)["input_ids"].shape[1])
 
     def generate(self, messages: list[Message], *, max_tokens: int = 200, temperature: float = 0.0) -> str:
         import torch

@@ -195,7 +195,7 @@ class Collection:
         return [StoredChunk(*row) for row in rows]
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self.refresh()
+        """Search the loaded generation; call `refresh` first to see other processes' commits."""
         return self.index.search(vectors, k)
 
     # ---- writing ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def test_readers_see_new_generation(collection, embedder):
     with collection.writer() as w:
         w.replace_file("/a.txt", "h1", 10, *_chunks("/a.txt", 2, embedder.dim))
         w.commit()
+    assert reader.refresh()
     _, ids = reader.search(np.ones((1, embedder.dim), dtype=np.float32) / embedder.dim**0.5, 5)
     assert reader.generation == 1 and sorted(i for i in ids[0] if i >= 0) == [1, 2]
 
