@@ -35,11 +35,15 @@ def generator_for(settings: Settings, adapter: str | None):
     return make_generator(settings, adapter=adapter)
 
 
-def settings_from_env() -> Settings:
-    return load_settings(environ=os.environ)
+@st.cache_resource(show_spinner="Opening the collection…")
+def retriever_for(settings: Settings) -> Retriever:
+    # Kept across messages: the FAISS index and the BM25 index are built once, and the retriever
+    # reloads by itself when an ingest commits a new generation.
+    embedder = embedder_for(settings.embedding_model, settings.device)
+    return Retriever(open_collection(settings, embedder), embedder)
 
 
-base = settings_from_env()
+base = load_settings(environ=os.environ)
 collections = [info.name for info in list_collections(base.home)]
 
 with st.sidebar:
@@ -53,10 +57,9 @@ with st.sidebar:
     served: list[str] = []
     if backend == "server":
         base_url = st.text_input("Server URL", base.base_url)
-        healthy, reason = check_server(base_url, base.api_key)
-        (st.success if healthy else st.error)(("✅ " if healthy else "⛔ ") + reason)
-        if healthy:
-            served = reason.removeprefix("serving ").split(", ")
+        models, status = check_server(base_url, base.api_key)
+        (st.success if models is not None else st.error)(("✅ " if models is not None else "⛔ ") + status)
+        served = models or []
     mode_label = st.radio("Mode", list(ANSWER_MODES), index=0)
     adapters = served[1:]  # vLLM lists the base model first, then each --lora-modules name
     adapter = None
@@ -126,7 +129,7 @@ if question:
             if answer_mode.startswith("lora") and adapter is None:
                 raise ValueError("choose an adapter for the LoRA modes (none is available yet)")
             use_rag = answer_mode in ("rag", "lora+rag")
-            retriever = Retriever(open_collection(settings, embedder), embedder) if use_rag else None
+            retriever = retriever_for(settings.replace(k=base.k, mode=base.mode)) if use_rag else None
             generator = generator_for(settings, adapter)
             assistant = Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode,
                                   max_tokens=settings.max_tokens, temperature=settings.temperature)

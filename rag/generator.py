@@ -89,13 +89,13 @@ def _openai_errors(url: str) -> Iterator[None]:
         raise GenerationError(f"the model server at {url} answered {exc.status_code}: {exc.message}") from None
 
 
-def check_server(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> tuple[bool, str]:
-    """(reachable, a one-line reason or the served models) for a health indicator."""
+def check_server(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> tuple[list[str] | None, str]:
+    """(served model ids, or None when unreachable; a one-line status) for a health indicator."""
     try:
         models = OpenAIGenerator(base_url, api_key=api_key, timeout=timeout, max_retries=0).list_models()
     except GenerationError as exc:
-        return False, str(exc)
-    return True, f"serving {', '.join(models) or 'no model'}"
+        return None, str(exc)
+    return models, f"serving {', '.join(models) or 'no model'}"
 
 
 class LocalGenerator:
