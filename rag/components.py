@@ -5,9 +5,10 @@ The one place where settings turn into objects; the CLI, the UI and the eval har
 
 from __future__ import annotations
 
+from rag.adapters import resolve_adapter
 from rag.chunking import Chunker
 from rag.embedding import Embedder, SentenceTransformerEmbedder
-from rag.generator import Generator, LocalGenerator, OpenAIGenerator
+from rag.generator import GenerationError, Generator, LocalGenerator, OpenAIGenerator
 from rag.models import resolve_model
 from rag.retriever import Retriever
 from rag.settings import Settings
@@ -37,9 +38,20 @@ def make_retriever(settings: Settings, embedder: Embedder | None = None) -> Retr
 
 
 def make_generator(settings: Settings, adapter: str | None = None) -> Generator:
+    """`adapter`: a registered adapter's name (or, locally, any peft folder). A server is asked for
+    it by name in each request's `model` field; it must be one the server lists."""
     if settings.backend == "server":
-        return OpenAIGenerator(
+        generator = OpenAIGenerator(
             settings.base_url, adapter or settings.model, settings.api_key,
             timeout=settings.request_timeout, max_retries=settings.max_retries,
         )
-    return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device, adapter=adapter)
+        if adapter:
+            served = generator.list_models()
+            if adapter not in served:
+                raise GenerationError(
+                    f"the model server at {settings.base_url} does not serve adapter {adapter!r} (it serves: "
+                    f"{', '.join(served) or 'nothing'}); restart `rag serve` after training it"
+                )
+        return generator
+    adapter_path = str(resolve_adapter(adapter, settings.adapters_dir).path) if adapter else None
+    return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device, adapter=adapter_path)

