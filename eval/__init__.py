@@ -1,0 +1,1 @@
+"""Evaluation harness: offline metrics, BEIR-format data sets, and RAG-vs-LoRA comparison runs."""

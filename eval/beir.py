@@ -1,0 +1,123 @@
+"""BEIR format: read and write a retrieval test set as corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+
+The layout of Thakur et al. (2021), https://github.com/beir-cellar/beir: corpus rows are
+{"_id", "title", "text"}, query rows {"_id", "text"}, and the qrels file is tab-separated with the
+header `query-id  corpus-id  score` and integer relevance grades. Ids are strings. Every query is
+kept, judged or not (BEIR's own loader drops queries without qrels; metrics here return NaN for
+them). Bad input raises ValueError naming the file, the line and the reason. It does not score
+rankings (see eval.metrics) or build data sets (see scripts/make_python_faq_beir.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+@dataclass
+class BeirSet:
+    corpus: dict[str, dict[str, str]]  # doc id -> {"title": ..., "text": ...}
+    queries: dict[str, str]  # query id -> question text
+    qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance grade}
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
+    folder = Path(folder)
+    corpus = {
+        doc_id: {"title": str(row.get("title") or ""), "text": text}
+        for doc_id, text, row in _read_jsonl(folder / "corpus.jsonl")
+    }
+    queries = {query_id: text for query_id, text, _ in _read_jsonl(folder / "queries.jsonl")}
+    qrels = _read_qrels(folder / "qrels" / f"{split}.tsv", queries, corpus)
+    return BeirSet(corpus, queries, qrels)
+
+
+def write_beir(folder: str | Path, corpus: dict[str, dict[str, str]], queries: dict[str, str],
+               qrels: dict[str, dict[str, int]], split: str = "test") -> None:
+    """Write the three files, creating folders; the qrels are checked before anything is written."""
+    for query_id, judged in qrels.items():
+        if query_id not in queries:
+            raise ValueError(f"qrels name query {query_id!r}, which is not among the queries")
+        for doc_id, score in judged.items():
+            if doc_id not in corpus:
+                raise ValueError(f"qrels for query {query_id!r} name doc {doc_id!r}, which is not in the corpus")
+            if not isinstance(score, int) or isinstance(score, bool):
+                raise ValueError(f"qrels score for ({query_id!r}, {doc_id!r}) must be an int, got {score!r}")
+    folder = Path(folder)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for doc_id, doc in corpus.items():
+            row = {"_id": doc_id, "title": doc.get("title", ""), "text": doc["text"]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
+        for query_id, text in queries.items():
+            f.write(json.dumps({"_id": query_id, "text": text}, ensure_ascii=False) + "\n")
+    with open(folder / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
+        f.write("\t".join(QRELS_HEADER) + "\n")
+        for query_id, judged in qrels.items():
+            for doc_id, score in judged.items():
+                f.write(f"{query_id}\t{doc_id}\t{score}\n")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for each non-blank line."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(id, text, row) for each row; ids are unique and rows carry a string text."""
+    seen: set[str] = set()
+    for number, line in _lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: bad JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        if row.get("_id") in (None, ""):
+            raise ValueError(f"{path}:{number}: missing '_id'")
+        row_id = str(row["_id"])  # some published sets write numeric ids
+        if row_id in seen:
+            raise ValueError(f"{path}:{number}: duplicate _id {row_id!r}")
+        if not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}:{number}: missing 'text' string for _id {row_id!r}")
+        seen.add(row_id)
+        yield row_id, row["text"], row
+
+
+def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    lines = _lines(path)
+    first = next(lines, None)
+    if first is None or tuple(first[1].split("\t")) != QRELS_HEADER:
+        where = f"{path}:{first[0]}" if first else str(path)
+        raise ValueError(f"{where}: expected the tab-separated header query-id, corpus-id, score")
+    for number, line in lines:
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise ValueError(
+                f"{path}:{number}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(fields)}"
+            )
+        query_id, doc_id, score = fields
+        try:
+            grade = int(score)
+        except ValueError:
+            raise ValueError(f"{path}:{number}: score {score!r} is not an integer") from None
+        if query_id not in queries:
+            raise ValueError(f"{path}:{number}: query-id {query_id!r} is not in queries.jsonl")
+        if doc_id not in corpus:
+            raise ValueError(f"{path}:{number}: corpus-id {doc_id!r} is not in corpus.jsonl")
+        if doc_id in qrels.get(query_id, {}):
+            raise ValueError(f"{path}:{number}: duplicate judgement for ({query_id!r}, {doc_id!r})")
+        qrels.setdefault(query_id, {})[doc_id] = grade
+    return qrels
