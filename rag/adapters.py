@@ -30,10 +30,24 @@ class AdapterInfo:
     peft_type: str
     rank: int
     card: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # adapter_config.json
+
+    @property
+    def vllm_problem(self) -> str | None:
+        """Why vLLM cannot serve this adapter (it serves plain LoRA weights only), or None."""
+        if self.peft_type and self.peft_type != "LORA":
+            return f"vLLM serves LoRA adapters only, not {self.peft_type}"
+        if self.config.get("use_dora"):
+            return "vLLM does not support DoRA"
+        init = self.config.get("init_lora_weights")
+        if isinstance(init, str) and init.lower() not in ("gaussian", "eva", "orthogonal", "mica", "lora_ga"):
+            return f"vLLM does not support init_lora_weights={init!r} (it changes the base weights)"
+        return None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "base_model": self.base_model,
-                "peft_type": self.peft_type, "rank": self.rank, "card": self.card}
+                "peft_type": self.peft_type, "rank": self.rank, "vllm_servable": self.vllm_problem is None,
+                "card": self.card}
 
 
 def check_name(name: str) -> str:
@@ -70,6 +84,7 @@ def read_adapter(folder: Path, name: str | None = None) -> AdapterInfo:
         peft_type=str(config.get("peft_type") or ""),
         rank=int(config.get("r") or 0),
         card=card,
+        config=config,
     )
 
 

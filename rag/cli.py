@@ -206,6 +206,61 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_data(args: argparse.Namespace) -> int:
+    from rag.components import open_collection
+    from rag.finetune_data import build_dataset, teacher_ask
+
+    settings = _settings(args)
+    collection = open_collection(settings)
+    exclude = _read_queries(args.exclude) if args.exclude else []
+    ask = teacher_ask(args.teacher_url, args.teacher_model or "", settings.api_key) if args.teacher_url else None
+    report = build_dataset(
+        collection, Path(args.out), mode=args.data_mode, paraphrases=args.paraphrases,
+        heldout_fraction=args.heldout, seed=args.seed, distractors=args.distractors, oracle_p=args.oracle_p,
+        exclude_questions=exclude, ask=ask, teacher_name=args.teacher_model or args.teacher_url or "",
+        max_chunks=args.max_chunks,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"{report.mode} data from '{collection.name}' ({report.generator}): {report.facts} facts from "
+          f"{report.chunks} chunks -> {report.train} training and {report.heldout} held-out examples"
+          f"{f', {report.excluded} excluded as eval questions' if report.excluded else ''}; wrote {report.out}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from rag.finetune import FinetuneConfig, train
+    from rag.models import resolve_model
+
+    settings = _settings(args)
+    config = FinetuneConfig(
+        data=Path(args.data), name=args.name, base_model=resolve_model(settings.model, settings.cache_dir),
+        adapters_dir=settings.adapters_dir, method=args.method, rank=args.rank, alpha=args.alpha,
+        lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, max_length=args.max_length, loraplus_ratio=args.loraplus_ratio,
+        embedding_lr=args.embedding_lr, init=args.init, eval_steps=args.eval_steps, patience=args.patience,
+        check=args.check, seed=args.seed, device=settings.device, overwrite=args.overwrite,
+        progress=not args.json,
+    )
+    result = train(config)
+    card = result.card
+    if args.json:
+        print(json.dumps({"name": result.name, "path": str(result.path), "card": card}))
+        return 0
+    recall = ""
+    if card["heldout_recall_after"] is not None:
+        recall = (f"; held-out fact recall {card['heldout_recall_before']:.0%} -> {card['heldout_recall_after']:.0%} "
+                  f"({card['heldout_recall_checked']} questions)")
+    served = "" if card["vllm_servable"] else " (not servable by vLLM: use it with the local backend)"
+    print(f"adapter '{result.name}' ({card['method']}, r={card['rank']}): {card['steps']} steps in "
+          f"{card['train_seconds']:.0f} s; loss {card['final_train_loss']} train, {card['final_eval_loss']} held-out"
+          f"{recall}; saved to {result.path}{served}")
+    return 0
+
+
 def cmd_collections(args: argparse.Namespace) -> int:
     from rag.store import list_collections
 
@@ -290,6 +345,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", metavar="NAME", help="delete this adapter")
     p.set_defaults(func=cmd_adapters)
 
+    p = sub.add_parser("finetune-data", help="build fine-tuning data (train / held-out) from a collection")
+    with_collection(p)
+    p.add_argument("--out", required=True, help="folder for train.jsonl, heldout.jsonl, meta.json")
+    p.add_argument("--mode", dest="data_mode", choices=("qa", "cpt", "raft"), default="qa",
+                   help="qa: question -> answer; cpt: raw chunk text; raft: question + oracle/distractor chunks")
+    p.add_argument("--paraphrases", type=int, default=4, help="extra phrasings per fact (default 4)")
+    p.add_argument("--heldout", type=float, default=0.2, help="share of facts with one phrasing held out")
+    p.add_argument("--distractors", type=int, default=3, help="raft: distractor chunks per example")
+    p.add_argument("--oracle-p", type=float, default=0.8, help="raft: share of examples that include the oracle chunk")
+    p.add_argument("--exclude", help="eval questions (JSONL with 'question', or lines) never to train on")
+    p.add_argument("--teacher-url", help="OpenAI-compatible server of a teacher model (default: offline generator)")
+    p.add_argument("--teacher-model", help="the teacher's served model name (default: the server's first)")
+    p.add_argument("--max-chunks", type=int, help="use only the first N chunks (a quick trial)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_finetune_data)
+
+    p = sub.add_parser("finetune", help="train a LoRA adapter with peft and register it")
+    p.add_argument("--data", required=True, help="folder written by rag finetune-data")
+    p.add_argument("--name", required=True, help="adapter name (rag adapters, rag ask --adapter NAME)")
+    p.add_argument("--method", choices=("lora", "rslora", "dora", "lora-fa", "loraplus", "vera"), default="lora")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default: 2 x rank)")
+    p.add_argument("--lr", type=float, help="learning rate (default 5e-4; vera 5e-3)")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example")
+    p.add_argument("--loraplus-ratio", type=float, default=16.0, help="loraplus: lr of B / lr of A")
+    p.add_argument("--embedding-lr", type=float, help="also adapt the token embeddings, at this lower learning rate")
+    p.add_argument("--init", choices=("default", "gaussian", "loftq"), default="default",
+                   help="LoRA init; loftq needs a CUDA GPU")
+    p.add_argument("--eval-steps", type=int, default=10, help="held-out loss every N steps")
+    p.add_argument("--patience", type=int, default=3, help="early stopping patience in evaluations; 0 = off")
+    p.add_argument("--check", type=int, default=10, help="held-out questions answered before/after (0 = skip)")
+    p.add_argument("--model", help="base model: HF folder or name (default: the embedded SmolLM2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an adapter of the same name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("collections", help="list collections")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_collections)
@@ -300,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
     from rag.adapters import AdapterError
+    from rag.finetune import FinetuneError
+    from rag.finetune_data import DataError
     from rag.generator import GenerationError
     from rag.loading import LoadError
     from rag.serving import ServeError
@@ -308,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, CollectionError, GenerationError, LoadError, ImportError, AdapterError,
-            ServeError) as exc:
+            ServeError, DataError, FinetuneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -250,13 +250,16 @@ class VLLMServer:
 
 
 def compatible_adapters(adapters: list[AdapterInfo], model: str) -> tuple[list[AdapterInfo], list[str]]:
-    """Adapters trained on `model`, and one line for each one left out (trained on another base)."""
+    """Adapters vLLM can serve on `model`, and one line for each one left out (another base model,
+    or a kind vLLM does not serve: VeRA, DoRA, LoftQ-initialised)."""
     def same(a: str, b: str) -> bool:
         return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
     kept, skipped = [], []
     for info in adapters:
-        if not info.base_model or same(info.base_model, model):
+        if info.vllm_problem:
+            skipped.append(f"adapter {info.name!r}: {info.vllm_problem}: not served (use it with the local backend)")
+        elif not info.base_model or same(info.base_model, model):
             kept.append(info)
         else:
             skipped.append(f"adapter {info.name!r} was trained on {info.base_model}, not {model}: not served")

@@ -188,6 +188,10 @@ class Collection:
         rows = self.db.execute("SELECT vid, text FROM chunks ORDER BY vid").fetchall()
         return [r[0] for r in rows], [r[1] for r in rows]
 
+    def all_chunks(self) -> list[StoredChunk]:
+        rows = self.db.execute('SELECT vid, id, path, page, start, "end", text FROM chunks ORDER BY path, start')
+        return [StoredChunk(*row) for row in rows]
+
     def chunks_of(self, path: str) -> list[StoredChunk]:
         rows = self.db.execute(
             'SELECT vid, id, path, page, start, "end", text FROM chunks WHERE path = ? ORDER BY vid', (path,)

