@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 PORT ?= 8501
 
-.PHONY: install dev browser vllm serve run ask-sample ingest-sample test test-fast sample-data clean
+.PHONY: install dev browser vllm serve run ask-sample ingest-sample eval-sample bench test test-fast sample-data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,18 @@ vllm:
 # The embedded model and every registered adapter behind an OpenAI-compatible API on port 8000.
 serve: install vllm
 	$(VENV)/bin/rag serve
+
+# Base vs RAG vs LoRA vs LoRA+RAG on the sample corpus (~15 min on 2 CPU cores): trains the
+# sample-lora adapter once, then writes reports/sample/ (report.md, report.html, results.json, plots).
+eval-sample: ingest-sample
+	$(VENV)/bin/rag finetune-data --collection sample --out data/ft/sample --exclude data/sample/qa.jsonl
+	test -d data/adapters/sample-lora || $(VENV)/bin/rag finetune --data data/ft/sample --name sample-lora \
+		--max-steps 60 --batch-size 8 --lr 1e-3
+	$(VENV)/bin/rag eval run eval/experiments/sample
+
+# Benchmarks (not tests): serving overhead; results in bench/results/, summary in docs/BENCHMARKS.md.
+bench: install vllm
+	$(PY) bench/serve.py
 
 # The real-vLLM tests need `make vllm`; RAG_SKIP_VLLM=1 skips them (and the install) explicitly.
 test: dev browser

@@ -124,13 +124,14 @@ def fact_recall(answer: str, facts: Sequence[str]) -> float:
     Both sides are tokenised by `_tokens`; a fact is found when its tokens occur consecutively in
     the answer's, the last one allowed to be a prefix when it is a word ("steam" finds "steamed",
     "Monday" finds "Mondays") but never when it is a number ("19" does not find "190"). The facts
-    are all counted: alternatives such as ["six months", "6 months"] score 0.5 when one is found.
-    NaN when `facts` is empty (nothing to recall): callers skip NaN when averaging.
+    are all counted; one fact may list alternatives separated by "|" ("six months|6 months"), and is
+    found when any of them is. NaN when `facts` is empty (nothing to recall): callers skip NaN.
     """
     if not facts:
         return math.nan
     answer_tokens = _tokens(answer)
-    return sum(_contains_fact(answer_tokens, _tokens(fact)) for fact in facts) / len(facts)
+    found = sum(any(_contains_fact(answer_tokens, _tokens(alt)) for alt in fact.split("|")) for fact in facts)
+    return found / len(facts)
 
 
 def _contains_fact(tokens: list[str], fact: list[str]) -> bool:

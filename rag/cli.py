@@ -261,6 +261,49 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from eval.config import EvalConfig, load_experiment
+
+    if args.action == "compare":
+        from eval.report import compare, load_results
+
+        if len(args.targets) != 2:
+            raise UserError("rag eval compare needs two report folders (or results.json files)")
+        print("\n".join(compare(load_results(args.targets[0]), load_results(args.targets[1]))))
+        return 0
+    if args.action == "run":
+        if len(args.targets) != 1:
+            raise UserError("rag eval run needs one experiment folder (holding config.toml)")
+        config = load_experiment(Path(args.targets[0]))
+    else:
+        if args.targets:
+            raise UserError(f"unknown eval action {args.targets[0]!r}: use run, compare, or flags only")
+        if not args.qa or not args.out:
+            raise UserError("give --qa FILE and --out FOLDER (or: rag eval run EXPERIMENT_FOLDER)")
+        config = EvalConfig(
+            qa=Path(args.qa), out=Path(args.out), arms=args.arms, adapter=args.adapter or "", limit=args.limit,
+            bootstrap=args.bootstrap, seed=args.seed, update_docs=args.update_docs, update_qa=args.update_qa,
+            update_steps=args.update_steps, judge_url=args.judge_url or "", judge_model=args.judge_model or "",
+        )
+    from eval.harness import run
+
+    settings = _settings(args)
+
+    def progress(items, **kwargs):
+        return tqdm(items, file=sys.stderr, **kwargs)
+
+    results = run(config, settings, progress=progress, log=lambda line: print(line, file=sys.stderr))
+    if args.json:
+        print(json.dumps({k: results[k] for k in ("name", "arms", "differences", "retrieval", "knowledge_update")
+                          if k in results}))
+    else:
+        print((config.out / "report.md").read_text(encoding="utf-8"))
+        print(f"wrote {config.out}/report.md, report.html, results.json and {len(results['plots'])} plots")
+    return 0
+
+
 def cmd_collections(args: argparse.Namespace) -> int:
     from rag.store import list_collections
 
@@ -386,6 +429,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an adapter of the same name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="compare base, RAG, LoRA and LoRA+RAG answers; write a report",
+                       description="rag eval --qa FILE --out DIR [flags] | rag eval run EXPERIMENT | rag eval compare A B")
+    p.add_argument("action", nargs="?", choices=("run", "compare"))
+    p.add_argument("targets", nargs="*", help="run: an experiment folder; compare: two report folders")
+    with_collection(p)
+    p.add_argument("--qa", help="questions: JSONL with id, question, answer, evidence, source, facts, answerable")
+    p.add_argument("--out", help="report folder, e.g. reports/NAME")
+    p.add_argument("--arms", default="base,rag,lora,lora+rag")
+    p.add_argument("--adapter", help="registered adapter for the LoRA arms")
+    p.add_argument("--backend", choices=("local", "server"))
+    p.add_argument("--base-url")
+    p.add_argument("--model")
+    p.add_argument("--k", type=int)
+    p.add_argument("--retrieval", choices=MODES)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--limit", type=int, default=0, help="first N questions only")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--update-docs", help="knowledge update: new documents (folder or file)")
+    p.add_argument("--update-qa", help="knowledge update: questions about the new documents")
+    p.add_argument("--update-steps", type=int, default=30, help="knowledge update: LoRA training steps")
+    p.add_argument("--judge-url", help="optional LLM judge: an OpenAI-compatible server (off by default)")
+    p.add_argument("--judge-model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("collections", help="list collections")
     p.add_argument("--json", action="store_true")

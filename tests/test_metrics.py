@@ -53,6 +53,8 @@ def test_fact_recall_counts_found_facts():
     assert fact_recall("It is 190 metres", ["19"]) == 0.0  # a number may not
     assert fact_recall("It is 1.9 metres", ["19"]) == 0.0
     assert math.isnan(fact_recall("anything", []))
+    assert fact_recall("about 6 months", ["six months|6 months"]) == 1.0  # alternatives of one fact
+    assert fact_recall("about 6 months in 1887", ["six months|6 months", "1888"]) == 0.5
 
 
 @pytest.mark.parametrize("answer", [

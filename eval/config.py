@@ -1,0 +1,86 @@
+"""An evaluation run's configuration: flags, or an experiment folder's config.toml.
+
+An experiment is data: `eval/experiments/NAME/config.toml` holds these fields (and may set any
+`rag.settings.Settings` field under `[settings]`); `rag eval run eval/experiments/NAME` runs it
+and writes its report to `out`. It does not run anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARMS = ("base", "rag", "lora", "lora+rag")
+LORA_ARMS = ("lora", "lora+rag")
+RAG_ARMS = ("rag", "lora+rag")
+
+
+@dataclass
+class EvalConfig:
+    qa: Path  # JSONL: id, question, answer, evidence, source, facts, answerable (data/sample/qa.jsonl)
+    out: Path  # the report folder
+    name: str = ""
+    arms: tuple[str, ...] = ARMS
+    adapter: str = ""  # a registered adapter (or peft folder): needed by the LoRA arms
+    limit: int = 0  # first N questions only (0 = all)
+    bootstrap: int = 2000
+    seed: int = 0
+    retrieval_k: int = 10  # depth of the ranking scored by MRR and nDCG@10
+    # Knowledge update: new documents and questions about them; RAG ingests, LoRA retrains.
+    update_docs: Path | None = None
+    update_qa: Path | None = None
+    update_steps: int = 30
+    # Optional LLM judge (OpenAI-compatible server); off when judge_url is empty.
+    judge_url: str = ""
+    judge_model: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # Settings overrides (collection, backend, k, ...)
+
+    def __post_init__(self) -> None:
+        self.qa, self.out = Path(self.qa), Path(self.out)
+        self.update_docs = Path(self.update_docs) if self.update_docs else None
+        self.update_qa = Path(self.update_qa) if self.update_qa else None
+        self.arms = tuple(a.strip() for a in (self.arms.split(",") if isinstance(self.arms, str) else self.arms))
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be among {', '.join(ARMS)}; got {', '.join(self.arms) or 'none'}")
+        if any(a in LORA_ARMS for a in self.arms) and not self.adapter:
+            raise ValueError("the lora arms need an adapter: --adapter NAME (see rag adapters)")
+        if (self.update_docs is None) != (self.update_qa is None):
+            raise ValueError("a knowledge update needs both update_docs and update_qa")
+        if self.limit < 0 or self.bootstrap < 100 or self.update_steps <= 0:
+            raise ValueError("limit must be >= 0, bootstrap >= 100 and update_steps > 0")
+        self.name = self.name or self.out.name
+
+    def as_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def answer_key(self, extra: dict) -> str:
+        """What an answer depends on, hashed: cached answers are reused only under the same key."""
+        keep = {k: v for k, v in self.as_dict().items() if k in ("adapter", "settings")}
+        return hashlib.sha256(json.dumps({**keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_experiment(folder: Path) -> EvalConfig:
+    """`folder/config.toml` -> EvalConfig; relative paths resolve against the working folder, and the
+    report goes to `folder/report` unless `out` says otherwise."""
+    path = Path(folder) / "config.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such experiment config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    data.setdefault("out", str(Path(folder) / "report"))
+    data.setdefault("name", Path(folder).name)
+    if "qa" not in data:
+        raise ValueError(f"{path}: 'qa' (the questions file) is required")
+    return EvalConfig(**data)

@@ -1,0 +1,151 @@
+"""The eval harness: config and input checks, scoring rules, and a full four-arm run on data/sample
+with the tiny model (plumbing: its answers are noise), resumed, reported and compared."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SAMPLE
+from eval.config import EvalConfig, load_experiment
+from eval.runner import Record, read_qa
+from eval.scoring import cited_numbers, score_answer, score_retrieval
+from rag.prompts import NO_ANSWER
+
+UPDATE = ROOT / "data" / "sample-update"
+
+
+def test_read_qa_names_the_bad_line(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"id": "a", "question": "Q?"}\n{"id": "a", "question": "R?"}\n')
+    with pytest.raises(ValueError, match=r"qa.jsonl:2: duplicate id 'a'"):
+        read_qa(path)
+    path.write_text('{"question": ""}\n')
+    with pytest.raises(ValueError, match=r"qa.jsonl:1: expected an object with a non-empty 'question'"):
+        read_qa(path)
+    path.write_text('{"question": "Q?", "answer": "A"}\n')
+    assert read_qa(path)[0] == {"question": "Q?", "answer": "A", "id": "q1", "facts": [], "evidence": "",
+                                "answerable": True}
+
+
+def test_config_checks(tmp_path):
+    with pytest.raises(ValueError, match="arms must be among base, rag, lora, lora\\+rag; got base, sft"):
+        EvalConfig(qa="q", out="o", arms="base,sft")
+    with pytest.raises(ValueError, match="the lora arms need an adapter"):
+        EvalConfig(qa="q", out="o", arms="base,lora")
+    with pytest.raises(ValueError, match="needs both update_docs and update_qa"):
+        EvalConfig(qa="q", out="o", arms="rag", update_docs="d")
+    (tmp_path / "config.toml").write_text('qa = "x.jsonl"\ncolour = "red"\n')
+    with pytest.raises(ValueError, match=r"config.toml: unknown field\(s\) colour"):
+        load_experiment(tmp_path)
+
+
+def record(arm, answer, sources=()):
+    return Record("q", arm, "Q?", answer, [{"source": "s", "chunk_id": f"c{n}", "text": t} for n, t in enumerate(sources)],
+                  1.0, 10, 5)
+
+
+def test_scoring_rules_on_hand_made_answers():
+    row = {"answer": "14 March 1887", "facts": ["1887"], "evidence": "The lighthouse was first lit on 14 March 1887.",
+           "answerable": True}
+    passages = ["Tea grows on hills.", "The lighthouse was first lit on 14 March 1887 by the keeper."]
+    cited = score_answer(record("rag", "It was first lit on 14 March 1887 [2].", passages), row, 0.9)
+    assert cited["fact_recall"] == 1.0 and cited["citation_correct"] == 1.0 and cited["semantic_sim"] == 0.9
+    assert cited["exact_match"] == 0.0 and 0 < cited["token_f1"] < 1 and cited["false_abstention"] == 0.0
+    assert cited["faithfulness"] == 1.0  # every content word is in the passages
+    wrong = score_answer(record("rag", "It opened in 1887 [1].", passages), row, 0.5)
+    assert wrong["citation_correct"] == 0.0
+    base = score_answer(record("base", "1887"), row, 1.0)
+    assert math.isnan(base["citation_correct"]) and math.isnan(base["faithfulness"])
+    unanswerable = {"answer": "", "facts": [], "answerable": False}
+    assert score_answer(record("rag", NO_ANSWER), unanswerable, math.nan)["abstention"] == 1.0
+    assert score_answer(record("base", "At 9 am."), unanswerable, math.nan)["abstention"] == 0.0
+    assert cited_numbers("see [2] and [1], again [2]") == [1, 2]
+    ranking = [{"chunk_id": c} for c in ("x", "c1", "y")]
+    assert score_retrieval(ranking, ["c1"], k=1)["hit_at_k"] == 0.0
+    assert score_retrieval(ranking, ["c1"], k=3) == {"hit_at_k": 1.0, "mrr": 0.5, "ndcg_at_10": pytest.approx(1 / math.log2(3))}
+
+
+@pytest.fixture(scope="module")
+def eval_env(sample_collection, tiny_model_dir, tmp_path_factory):
+    """Settings for the tiny model on the sample collection, and a tiny adapter trained 2 steps."""
+    from rag.finetune import FinetuneConfig, train
+    from rag.finetune_data import build_dataset
+    from rag.settings import Settings
+
+    adapters = tmp_path_factory.mktemp("eval-adapters")
+    data = tmp_path_factory.mktemp("eval-data")
+    build_dataset(sample_collection, data, paraphrases=2, exclude_questions=[r["question"] for r in read_qa(SAMPLE / "qa.jsonl")])
+    train(FinetuneConfig(data=data, name="tiny", base_model=str(tiny_model_dir), adapters_dir=adapters, rank=4,
+                         max_steps=2, batch_size=2, lr=5e-2, patience=0, check=0, progress=False))
+    settings = Settings(home=sample_collection.folder.parent, collection="sample", adapters_dir=adapters,
+                        model=str(tiny_model_dir), max_tokens=8, device="cpu")
+    return settings
+
+
+def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path):
+    from eval.harness import run
+    from eval.report import compare, load_results
+
+    config = EvalConfig(qa=SAMPLE / "qa.jsonl", out=tmp_path / "report", adapter="tiny", bootstrap=200,
+                        update_docs=UPDATE / "korvik_ferry.md", update_qa=UPDATE / "qa.jsonl", update_steps=2)
+    results = run(config, eval_env)
+    out = tmp_path / "report"
+    assert {p.name for p in out.iterdir()} >= {"answers.jsonl", "results.json", "report.md", "report.html",
+                                               "quality.png", "latency.png", "quality_vs_cost.png"}
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["arms"]) == ["base", "rag", "lora", "lora+rag"] and saved["n_questions"] == 22
+    for arm, body in saved["arms"].items():
+        assert set(body["metrics"]) >= {"exact_match", "token_f1", "fact_recall", "semantic_sim", "abstention",
+                                        "false_abstention", "citation_correct", "faithfulness"}
+        fr = body["metrics"]["fact_recall"]
+        assert fr["n"] == 20 and fr["low"] <= fr["mean"] <= fr["high"]
+        assert body["metrics"]["abstention"]["n"] == 2  # the two unanswerable questions
+        assert body["cost"]["latency_p50_s"] > 0 and body["cost"]["prompt_tokens_mean"] > 0
+        assert body["cost"]["update_s"] is None if arm == "base" else body["cost"]["update_s"] > 0
+    assert saved["arms"]["rag"]["cost"]["prompt_tokens_mean"] > 3 * saved["arms"]["base"]["cost"]["prompt_tokens_mean"]
+    assert saved["arms"]["rag"]["cost"]["index_build_s"] > 0 and saved["arms"]["lora"]["cost"]["finetune_s"] > 0
+    assert saved["retrieval"]["hit_at_k"]["mean"] >= 0.8  # MiniLM + BM25 find the evidence (17-19 of 20 before)
+    assert {(d["a"], d["b"]) for d in saved["differences"]} >= {("rag", "base"), ("lora+rag", "lora")}
+    assert set(saved["splits"]["by_source"]) == {"korvik_lighthouse.md", "green_tea.txt", "tidy_t3_manual.html",
+                                                 "marmot_field_notes.pdf"}
+    assert saved["knowledge_update"]["questions"] == 4 and saved["provenance"]["git_sha"]
+    assert saved["provenance"]["packages"]["torch"] and saved["provenance"]["qa_sha256"]
+    md = (out / "report.md").read_text()
+    assert "| fact recall |" in md and "| knowledge update (s) |" in md and "lora+rag − rag" in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+
+    lines = (out / "answers.jsonl").read_text().count("\n")
+    assert lines == 88
+    again = run(EvalConfig(qa=SAMPLE / "qa.jsonl", out=out, adapter="tiny", bootstrap=200), eval_env)
+    assert (out / "answers.jsonl").read_text().count("\n") == lines  # every answer came from the cache
+    assert again["arms"]["rag"]["metrics"]["fact_recall"]["mean"] == results["arms"]["rag"]["metrics"]["fact_recall"]["mean"]
+    changed = run(EvalConfig(qa=SAMPLE / "qa.jsonl", out=out, arms="base", bootstrap=200), eval_env.replace(max_tokens=4))
+    assert (out / "answers.jsonl").read_text().count("\n") == lines + 22  # a new setting re-asks
+    table = compare(load_results(out), load_results(tmp_path / "report"))
+    assert table[1].split() == ["arm", "metric", "A", "B", "B", "−", "A"] and len(changed["arms"]) == 1
+
+
+def test_cli_eval_run_from_an_experiment_folder_and_compare(eval_env, tmp_path):
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    (experiment / "config.toml").write_text(
+        f'qa = "{SAMPLE / "qa.jsonl"}"\narms = ["base", "rag"]\nlimit = 3\nbootstrap = 200\n'
+        f'[settings]\nmax_tokens = 4\n')
+    env = {**os.environ, "RAG_HOME": str(eval_env.home), "RAG_COLLECTION": "sample", "RAG_MODEL": eval_env.model,
+           "RAG_ADAPTERS_DIR": str(eval_env.adapters_dir)}
+    ran = subprocess.run([sys.executable, "-m", "rag.cli", "eval", "run", str(experiment)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    assert "# Eval report: exp" in ran.stdout and (experiment / "report" / "results.json").is_file()
+    compared = subprocess.run([sys.executable, "-m", "rag.cli", "eval", "compare", str(experiment / "report"),
+                               str(experiment / "report")], capture_output=True, text=True, env=env, timeout=120)
+    assert compared.returncode == 0 and "+0.000" in compared.stdout
+    missing = subprocess.run([sys.executable, "-m", "rag.cli", "eval", "compare", str(tmp_path), str(tmp_path)],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 2 and "no results.json" in missing.stderr
