@@ -69,9 +69,10 @@ eval-sample: ingest-sample
 		--max-steps 60 --batch-size 8 --lr 1e-3
 	$(VENV)/bin/rag eval run eval/experiments/sample
 
-# Benchmarks (not tests): serving overhead; results in bench/results/, summary in docs/BENCHMARKS.md.
+# Benchmarks (not tests): serving overhead, retrieval on the Python FAQ (BEIR); results in bench/results/, summary in docs/BENCHMARKS.md.
 bench: install vllm
 	$(PY) bench/serve.py
+	$(PY) bench/beir_faq.py
 
 # The real-vLLM tests need `make vllm`; RAG_SKIP_VLLM=1 skips them (and the install) explicitly.
 test: dev browser

@@ -121,3 +121,19 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict[str,
             raise ValueError(f"{path}:{number}: duplicate judgement for ({query_id!r}, {doc_id!r})")
         qrels.setdefault(query_id, {})[doc_id] = grade
     return qrels
+
+
+def doc_file_name(doc_id: str) -> str:
+    """The file a corpus document is ingested as: ids hold '/', '#' and run long, so a hash names it."""
+    import hashlib
+
+    return hashlib.sha1(doc_id.encode("utf-8")).hexdigest()[:20] + ".txt"
+
+
+def write_corpus_files(beir: BeirSet, folder: str | Path) -> int:
+    """Each corpus document's text as `doc_file_name(id)` under `folder`, for `rag ingest`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for doc_id, doc in beir.corpus.items():
+        (folder / doc_file_name(doc_id)).write_text(doc["text"], encoding="utf-8")
+    return len(beir.corpus)

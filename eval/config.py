@@ -22,7 +22,7 @@ RAG_ARMS = ("rag", "lora+rag")
 
 @dataclass
 class EvalConfig:
-    qa: Path  # JSONL: id, question, answer, evidence, source, facts, answerable (data/sample/qa.jsonl)
+    qa: Path | None  # JSONL: id, question, answer, evidence, source, facts, answerable (data/sample/qa.jsonl)
     out: Path  # the report folder
     name: str = ""
     arms: tuple[str, ...] = ARMS
@@ -31,6 +31,9 @@ class EvalConfig:
     bootstrap: int = 2000
     seed: int = 0
     retrieval_k: int = 10  # depth of the ranking scored by MRR and nDCG@10
+    # A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): its queries are the questions and
+    # its qrels the relevance, matched to chunks of the corpus files written by eval.beir.write_corpus_files.
+    beir: Path | None = None
     # Knowledge update: new documents and questions about them; RAG ingests, LoRA retrains.
     update_docs: Path | None = None
     update_qa: Path | None = None
@@ -41,7 +44,10 @@ class EvalConfig:
     settings: dict[str, Any] = field(default_factory=dict)  # Settings overrides (collection, backend, k, ...)
 
     def __post_init__(self) -> None:
-        self.qa, self.out = Path(self.qa), Path(self.out)
+        self.qa, self.out = (Path(self.qa) if self.qa else None), Path(self.out)
+        self.beir = Path(self.beir) if self.beir else None
+        if self.qa is None and self.beir is None:
+            raise ValueError("give the questions: a qa JSONL file, or a BEIR folder")
         self.update_docs = Path(self.update_docs) if self.update_docs else None
         self.update_qa = Path(self.update_qa) if self.update_qa else None
         self.arms = tuple(a.strip() for a in (self.arms.split(",") if isinstance(self.arms, str) else self.arms))
@@ -81,6 +87,7 @@ def load_experiment(folder: Path) -> EvalConfig:
         raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     data.setdefault("out", str(Path(folder) / "report"))
     data.setdefault("name", Path(folder).name)
-    if "qa" not in data:
-        raise ValueError(f"{path}: 'qa' (the questions file) is required")
+    if "qa" not in data and "beir" not in data:
+        raise ValueError(f"{path}: 'qa' (the questions file) or 'beir' (a BEIR folder) is required")
+    data.setdefault("qa", None)
     return EvalConfig(**data)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Callable
 
 from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
-from eval.runner import Arms, RunData, answer_all, index_build_seconds, rankings, read_qa, relevant_chunks, token_counter
+from eval.runner import (
+    Arms, RunData, answer_all, beir_questions, index_build_seconds, rankings, read_qa, relevant_chunks,
+    relevant_from_qrels, token_counter,
+)
 from rag.settings import Settings
 
 
@@ -36,7 +38,12 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
     from rag.retriever import Retriever
 
     settings = settings.replace(**config.settings) if config.settings else settings
-    questions = read_qa(config.qa)[: config.limit or None]
+    qrels = None
+    if config.beir:
+        questions, qrels = beir_questions(config.beir)
+    else:
+        questions = read_qa(config.qa)
+    questions = questions[: config.limit or None]
     embedder = make_embedder(settings)
     needs_rag = any(arm in RAG_ARMS for arm in config.arms)
     collection = open_collection(settings, embedder) if needs_rag else None
@@ -64,7 +71,7 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
     data = RunData(questions, records, {}, {})
     if retriever is not None:
         data.rankings = rankings(retriever, questions, max(config.retrieval_k, settings.k), settings.mode)
-        data.relevant = relevant_chunks(collection, questions)
+        data.relevant = relevant_from_qrels(collection, qrels) if qrels is not None else relevant_chunks(collection, questions)
         log("timing the index build (re-ingesting the collection's files into a scratch collection)")
         data.costs.update(index_build_seconds(collection, embedder, make_chunker(settings, embedder),
                                               config.out / "scratch-index"))

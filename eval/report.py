@@ -26,7 +26,7 @@ PAIRED_METRICS = ("fact_recall", "token_f1", "semantic_sim")
 PACKAGES = ("ragvsft", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "bm25s", "openai")
 LABELS = {"exact_match": "EM", "token_f1": "F1", "fact_recall": "fact recall", "semantic_sim": "semantic sim",
           "abstention": "abstains (unanswerable)", "false_abstention": "false abstention",
-          "citation_correct": "citation correct", "faithfulness": "faithfulness proxy",
+          "cites": "cites a passage", "citation_correct": "citation correct", "faithfulness": "faithfulness proxy",
           "judge_faithfulness": "judge faithfulness", "judge_relevance": "judge relevance"}
 
 
@@ -73,7 +73,7 @@ def provenance(settings, config: EvalConfig, adapter, root: Path = Path(__file__
         "git_sha": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "packages": versions,
         "model": model, "model_hash": model_hash, "embedding_model": settings.embedding_model,
-        "qa_sha256": hashlib.sha256(Path(config.qa).read_bytes()).hexdigest()[:16],
+        "qa_sha256": hashlib.sha256(Path(config.qa or Path(config.beir) / "queries.jsonl").read_bytes()).hexdigest()[:16],
         "adapter": None if adapter is None else {"name": adapter.name, "method": adapter.card.get("method"),
                                                  "rank": adapter.rank, "data_sha256": adapter.card.get("data_sha256")},
         "config": config.as_dict(),
@@ -174,7 +174,7 @@ def markdown(results: dict) -> str:
     cost_rows = (("latency p50 (s)", "latency_p50_s", 2), ("latency p95 (s)", "latency_p95_s", 2),
                  ("tokens/s", "tokens_per_s", 1), ("prompt tokens / answer", "prompt_tokens_mean", 0),
                  ("index build (s)", "index_build_s", 2), ("fine-tune (s)", "finetune_s", 1),
-                 ("knowledge update (s)", "update_s", 1), ("update: fact recall", "update_fact_recall", 2))
+                 ("knowledge update (s)", "update_s", 2), ("update: fact recall", "update_fact_recall", 2))
     for label, key, digits in cost_rows:
         lines.append(f"| {label} | " + " | ".join(_num(results["arms"][a]["cost"].get(key), digits) for a in arms) + " |")
     if results["differences"]:

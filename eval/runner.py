@@ -20,6 +20,7 @@ from typing import Callable
 from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
 from rag.answer import Assistant
 from rag.generator import Generator
+from rag.jsonl import read_jsonl
 from rag.retriever import Hit, Retriever
 from rag.settings import Settings
 
@@ -52,17 +53,7 @@ class RunData:
 def read_qa(path: Path) -> list[dict]:
     """Questions with gold answers; ValueError naming the file and line for a bad row."""
     rows, seen = [], set()
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the questions: {exc.strerror or exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, row in read_jsonl(path):
         if not isinstance(row, dict) or not str(row.get("question", "")).strip():
             raise ValueError(f"{path}:{number}: expected an object with a non-empty 'question'")
         row.setdefault("id", f"q{number}")
@@ -182,6 +173,31 @@ def relevant_chunks(collection, questions: list[dict]) -> dict[str, list[str]]:
         evidence = row.get("evidence") or ""
         found[row["id"]] = [c.id for c in chunks if evidence and evidence_in_text(evidence, c.text)]
     return found
+
+
+def beir_questions(folder: Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Questions from a BEIR folder's queries (gold answers from its qa.jsonl when it has one, as the
+    Python FAQ builder writes), and its qrels."""
+    from eval.beir import load_beir
+
+    beir = load_beir(folder)
+    gold = {row["id"]: row for row in read_qa(Path(folder) / "qa.jsonl")} if (Path(folder) / "qa.jsonl").is_file() else {}
+    questions = [gold.get(qid) or {"id": qid, "question": text, "answer": "", "evidence": "", "facts": [],
+                                   "answerable": True} for qid, text in beir.queries.items()]
+    return questions, beir.qrels
+
+
+def relevant_from_qrels(collection, qrels: dict[str, dict[str, int]]) -> dict[str, list[str]]:
+    """Per query, the chunks of its relevant documents' files (`eval.beir.doc_file_name`; a file named
+    `<id>.txt` also counts, for ids that are safe file names)."""
+    from eval.beir import doc_file_name
+
+    by_file: dict[str, list[str]] = {}
+    for chunk in collection.all_chunks():
+        by_file.setdefault(Path(chunk.source).name, []).append(chunk.id)
+    return {qid: [cid for doc, grade in docs.items() if grade > 0
+                  for cid in by_file.get(doc_file_name(doc), by_file.get(f"{doc}.txt", []))]
+            for qid, docs in qrels.items()}
 
 
 def index_build_seconds(collection, embedder, chunker, scratch: Path) -> dict:

@@ -2,7 +2,7 @@
 
 Answers (every arm): exact match, token F1, fact recall, semantic similarity to the gold answer
 (cosine of the embedder's vectors), abstention on unanswerable questions, false abstention on
-answerable ones. RAG arms also: citation correctness (a passage the answer cites by number holds
+answerable ones. RAG arms also: whether the answer cites a passage, citation correctness (a passage the answer cites by number holds
 the gold evidence) and a faithfulness proxy (share of the answer's content words found in the
 passages it was given). Retrieval (arm-independent): hit@k, MRR and nDCG@10 against the chunks that
 hold the evidence. NaN marks "does not apply"; aggregates skip it. It does not run models.
@@ -17,7 +17,7 @@ from eval import metrics
 from eval.config import RAG_ARMS
 
 ANSWER_METRICS = ("exact_match", "token_f1", "fact_recall", "semantic_sim", "abstention", "false_abstention",
-                  "citation_correct", "faithfulness")
+                  "cites", "citation_correct", "faithfulness")
 RETRIEVAL_METRICS = ("hit_at_k", "mrr", "ndcg_at_10")
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
@@ -44,6 +44,7 @@ def score_answer(record, row: dict, similarity: float) -> dict[str, float]:
         scores["abstention"] = float(abstained)
     if record.arm in RAG_ARMS and answerable and not abstained:
         numbers = [n for n in cited_numbers(answer) if 1 <= n <= len(record.sources)]
+        scores["cites"] = float(bool(numbers))  # citation_correct is NaN for answers that cite nothing
         if row.get("evidence"):
             scores["citation_correct"] = metrics.citation_correct(
                 [record.sources[n - 1]["text"] for n in numbers], row["evidence"])

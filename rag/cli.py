@@ -280,10 +280,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.targets:
             raise UserError(f"unknown eval action {args.targets[0]!r}: use run, compare, or flags only")
-        if not args.qa or not args.out:
-            raise UserError("give --qa FILE and --out FOLDER (or: rag eval run EXPERIMENT_FOLDER)")
+        if not (args.qa or args.beir) or not args.out:
+            raise UserError("give --qa FILE (or --beir FOLDER) and --out FOLDER (or: rag eval run EXPERIMENT_FOLDER)")
         config = EvalConfig(
-            qa=Path(args.qa), out=Path(args.out), arms=args.arms, adapter=args.adapter or "", limit=args.limit,
+            qa=args.qa, out=Path(args.out), beir=args.beir, arms=args.arms, adapter=args.adapter or "", limit=args.limit,
             bootstrap=args.bootstrap, seed=args.seed, update_docs=args.update_docs, update_qa=args.update_qa,
             update_steps=args.update_steps, judge_url=args.judge_url or "", judge_model=args.judge_model or "",
         )
@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", help="run: an experiment folder; compare: two report folders")
     with_collection(p)
     p.add_argument("--qa", help="questions: JSONL with id, question, answer, evidence, source, facts, answerable")
+    p.add_argument("--beir", help="a BEIR folder instead of --qa: queries are the questions, qrels the relevance "
+                                  "(the collection must hold the corpus files of eval.beir.write_corpus_files)")
     p.add_argument("--out", help="report folder, e.g. reports/NAME")
     p.add_argument("--arms", default="base,rag,lora,lora+rag")
     p.add_argument("--adapter", help="registered adapter for the LoRA arms")

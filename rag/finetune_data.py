@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from rag.jsonl import read_jsonl
 from rag.prompts import base_messages, rag_messages
 from rag.retriever import Hit
 from rag.store import Collection, StoredChunk
@@ -330,13 +331,11 @@ def read_dataset(folder: Path) -> tuple[list[dict], list[dict], dict]:
         if not path.is_file():
             raise DataError(f"{path}: missing (make the data with: rag finetune-data --collection C --out {folder})")
         rows[name] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        try:
+            parsed = read_jsonl(path)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        for number, row in parsed:
             if not isinstance(row, dict) or not ("messages" in row or "text" in row):
                 raise DataError(f"{path}:{number}: expected an object with 'messages' or 'text'")
             rows[name].append(row)

@@ -7,7 +7,6 @@ receives a `Settings` and never reads the environment or `sys.argv` itself.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path

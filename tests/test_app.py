@@ -77,3 +77,22 @@ def test_unreachable_server_is_explained(app):
     assert "cannot reach the model server at http://127.0.0.1:9/v1" in app.sidebar.error[0].value
     app.chat_input[0].set_value("How long is the Tidy T3 warranty?").run()
     assert "cannot reach the model server" in app.error[0].value
+
+
+def test_lora_modes_pick_from_the_adapter_registry(app, monkeypatch, sample_collection, tiny_model_dir, tmp_path):
+    from rag.finetune import FinetuneConfig, train
+    from rag.finetune_data import build_dataset
+
+    build_dataset(sample_collection, tmp_path / "data", paraphrases=1)
+    train(FinetuneConfig(data=tmp_path / "data", name="ui-demo", base_model=str(tiny_model_dir),
+                         adapters_dir=tmp_path / "adapters", rank=4, max_steps=1, batch_size=2, patience=0, check=0,
+                         progress=False))
+    monkeypatch.setenv("RAG_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    app.run()
+    next(r for r in app.sidebar.radio if r.label == "Mode").set_value("LoRA + RAG").run()
+    picker = next(s for s in app.sidebar.selectbox if s.label == "Adapter")
+    assert picker.options == ["ui-demo"]
+    app.chat_input[0].set_value("Who designed the Korvik lighthouse?").run()
+    assert not app.exception and not app.error
+    [reply] = _assistant_messages(app)
+    assert reply.expander[0].label == "Sources (3)"

@@ -6,7 +6,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -87,14 +86,16 @@ def eval_env(sample_collection, tiny_model_dir, tmp_path_factory):
     return settings
 
 
-def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path):
+def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
     from eval.harness import run
     from eval.report import compare, load_results
 
-    config = EvalConfig(qa=SAMPLE / "qa.jsonl", out=tmp_path / "report", adapter="tiny", bootstrap=200,
+    config = EvalConfig(qa=SAMPLE / "qa.jsonl", out=tmp_path / "reports" / "report", adapter="tiny", bootstrap=200,
                         update_docs=UPDATE / "korvik_ferry.md", update_qa=UPDATE / "qa.jsonl", update_steps=2)
     results = run(config, eval_env)
-    out = tmp_path / "report"
+    out = tmp_path / "reports" / "report"
     assert {p.name for p in out.iterdir()} >= {"answers.jsonl", "results.json", "report.md", "report.html",
                                                "quality.png", "latency.png", "quality_vs_cost.png"}
     saved = json.loads((out / "results.json").read_text())
@@ -127,8 +128,28 @@ def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path):
     assert again["arms"]["rag"]["metrics"]["fact_recall"]["mean"] == results["arms"]["rag"]["metrics"]["fact_recall"]["mean"]
     changed = run(EvalConfig(qa=SAMPLE / "qa.jsonl", out=out, arms="base", bootstrap=200), eval_env.replace(max_tokens=4))
     assert (out / "answers.jsonl").read_text().count("\n") == lines + 22  # a new setting re-asks
-    table = compare(load_results(out), load_results(tmp_path / "report"))
+    table = compare(load_results(out), load_results(tmp_path / "reports" / "report"))
     assert table[1].split() == ["arm", "metric", "A", "B", "B", "−", "A"] and len(changed["arms"]) == 1
+
+    monkeypatch.chdir(tmp_path)  # the UI's eval page lists reports/*/ under the working folder
+    page = AppTest.from_file(str(ROOT / "pages" / "1_Eval_reports.py"), default_timeout=60)
+    page.run()
+    assert not page.exception and page.selectbox[0].options == ["reports/report"]
+    assert any("# Eval report: report" in m.value for m in page.markdown)
+    assert [image for image in page.get("imgs")]  # the three plots are shown
+
+
+@pytest.mark.slow
+def test_llm_judge_grades_through_a_real_vllm_server(vllm_server):
+    from eval.judge import judge_records
+
+    records = [record("rag", "It was first lit in 1887 [1].", ["The lighthouse was first lit in 1887."]),
+               record("base", "Bananas are yellow.")]
+    summary = judge_records(vllm_server.base_url, "smollm2", records, {})
+    assert summary == {"graded": 2, "failed": 0, "model": "smollm2"}
+    for graded in records:
+        assert set(graded.judge) == {"judge_faithfulness", "judge_relevance"}
+        assert all(0.0 <= value <= 1.0 for value in graded.judge.values())
 
 
 def test_cli_eval_run_from_an_experiment_folder_and_compare(eval_env, tmp_path):
@@ -149,3 +170,26 @@ def test_cli_eval_run_from_an_experiment_folder_and_compare(eval_env, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "rag.cli", "eval", "compare", str(tmp_path), str(tmp_path)],
                              capture_output=True, text=True, env=env, timeout=120)
     assert missing.returncode == 2 and "no results.json" in missing.stderr
+
+
+def test_a_beir_folder_scores_retrieval_against_its_qrels(embedder, chunker, tiny_model_dir, tmp_path):
+    from eval.beir import load_beir, write_beir, write_corpus_files
+    from eval.harness import run
+    from ingest.pipeline import ingest
+    from rag.settings import Settings
+    from rag.store import Collection
+
+    corpus = {"d1": {"title": "", "text": "The Korvik ferry crossing takes forty minutes in calm weather."},
+              "d2": {"title": "", "text": "Green tea is steamed or pan-fired soon after picking."},
+              "d3": {"title": "", "text": "Marmots hibernate in family groups for about six months."}}
+    queries = {"q1": "How long is the ferry crossing?", "q2": "How long do marmots hibernate?"}
+    write_beir(tmp_path / "beir", corpus, queries, {"q1": {"d1": 1}, "q2": {"d3": 1}})
+    docs = tmp_path / "docs"
+    assert write_corpus_files(load_beir(tmp_path / "beir"), docs) == 3
+    coll = Collection.open(tmp_path / "home" / "beir", embedder.name, embedder.dim, create=True)
+    ingest([docs], coll, embedder, chunker)
+    settings = Settings(home=tmp_path / "home", collection="beir", model=str(tiny_model_dir), max_tokens=4, device="cpu")
+    results = run(EvalConfig(qa=None, beir=tmp_path / "beir", out=tmp_path / "out", arms="rag", bootstrap=200), settings)
+    assert results["retrieval"]["per_question"] == {
+        "q1": {"hit_at_k": 1.0, "mrr": 1.0, "ndcg_at_10": 1.0}, "q2": {"hit_at_k": 1.0, "mrr": 1.0, "ndcg_at_10": 1.0}}
+    assert results["n_questions"] == 2 and results["arms"]["rag"]["metrics"]["token_f1"]["n"] == 0  # no gold answers

@@ -87,11 +87,13 @@ def test_optimizers_give_b_and_embeddings_their_own_rates(tiny_model_dir, data_d
     assert plain is None  # the Trainer's own AdamW
 
 
-def test_loftq_on_a_cpu_machine_says_it_needs_cuda(tiny_model_dir, data_dir, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: LoftQ can run")  # only lent GPU machines reach this
+def test_loftq_runs_on_cuda_and_says_it_needs_cuda_elsewhere(tiny_model_dir, data_dir, tmp_path):
+    config = tiny_config(tiny_model_dir, data_dir, tmp_path, "lora", init="loftq")
+    if torch.cuda.is_available():  # a GPU machine: LoftQ initialises and the adapter is marked unservable
+        assert train(config).card["vllm_servable"] is False
+        return
     with pytest.raises(FinetuneError, match="LoftQ initialisation needs a CUDA GPU"):
-        train(tiny_config(tiny_model_dir, data_dir, tmp_path, "lora", init="loftq"))
+        train(config)
 
 
 def test_bad_configs_and_existing_names_are_refused(tiny_model_dir, data_dir, tmp_path):

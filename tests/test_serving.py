@@ -8,13 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import FACT_HELDOUT, free_port
-from rag.adapters import AdapterInfo, read_adapter
+from rag.adapters import AdapterInfo
 from rag.answer import Assistant
 from rag.generator import OpenAIGenerator
 from rag.prompts import base_messages

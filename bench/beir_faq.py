@@ -1,0 +1,90 @@
+"""Retrieval on a public benchmark: the Python FAQ (Debian's python3.11-doc) in BEIR format.
+
+Builds the set with scripts/make_python_faq_beir.py when it is missing, ingests every corpus
+document's text (its heading, which repeats the question, left out) as one file
+into a scratch collection (named by a hash of its id), then scores dense, BM25 and hybrid rankings at document level: hit@1,
+hit@3, MRR and nDCG@10 with 95 % bootstrap intervals, all three modes side by side in one run.
+
+    python bench/beir_faq.py [--set data/beir/python-faq] [--out bench/results/beir_faq.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default=str(ROOT / "data" / "beir" / "python-faq"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "beir_faq.json"))
+    args = parser.parse_args()
+
+    from tqdm import tqdm
+
+    from eval.beir import doc_file_name, load_beir, write_corpus_files
+    from eval.metrics import bootstrap_ci, hit_at_k, ndcg_at_k, reciprocal_rank
+    from ingest.pipeline import ingest
+    from rag.components import make_chunker, make_embedder
+    from rag.retriever import Retriever
+    from rag.settings import load_settings
+    from rag.store import Collection
+
+    folder = Path(args.set)
+    if not (folder / "corpus.jsonl").is_file():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_python_faq_beir.py"), "--out", str(folder)],
+                       check=True)
+    beir = load_beir(folder)
+    settings = load_settings(environ=os.environ)
+    work = Path(tempfile.mkdtemp(prefix="bench-beir-"))
+    docs = work / "docs"
+    write_corpus_files(beir, docs)
+    doc_of = {doc_file_name(doc_id): doc_id for doc_id in beir.corpus}
+    embedder = make_embedder(settings)
+    collection = Collection.open(work / "faq", embedder.name, embedder.dim, create=True)
+    report = ingest([docs], collection, embedder, make_chunker(settings, embedder),
+                    progress=lambda files: tqdm(files, desc="ingest", unit="file", file=sys.stderr))
+    retriever = Retriever(collection, embedder)
+
+    judged = [q for q in beir.queries if beir.qrels.get(q)]
+    results = {}
+    for mode in ("dense", "bm25", "hybrid"):
+        per_query = {"hit@1": [], "hit@3": [], "mrr": [], "ndcg@10": []}
+        start = time.perf_counter()
+        for qid in tqdm(judged, desc=mode, file=sys.stderr):
+            hits = retriever.search(beir.queries[qid], k=30, mode=mode)  # chunks; several may share a document
+            ranked = list(dict.fromkeys(doc_of[Path(h.source).name] for h in hits))[:10]
+            relevant = beir.qrels[qid]
+            per_query["hit@1"].append(hit_at_k(ranked, relevant, 1))
+            per_query["hit@3"].append(hit_at_k(ranked, relevant, 3))
+            per_query["mrr"].append(reciprocal_rank(ranked, relevant))
+            per_query["ndcg@10"].append(ndcg_at_k(ranked, relevant, 10))
+        seconds = time.perf_counter() - start
+        results[mode] = {name: dict(zip(("mean", "low", "high"), bootstrap_ci(values)))
+                         for name, values in per_query.items()}
+        results[mode]["ms_per_query"] = 1000 * seconds / len(judged)
+    out = {
+        "benchmark": "beir_faq", "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "set": {"queries": len(judged), "corpus_docs": len(beir.corpus), "chunks": report.chunks_added,
+                "ingest_s": round(report.seconds, 1)},
+        "embedding_model": settings.embedding_model, "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
