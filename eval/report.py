@@ -217,7 +217,7 @@ def plots(results: dict, out: Path) -> list[str]:
     colours = dict(zip(ARMS, ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c")))
     files = []
     shown = [m for m in ("fact_recall", "token_f1", "semantic_sim", "faithfulness", "citation_correct", "abstention")
-             if any(results["arms"][a]["metrics"][m]["n"] for a in arms)]
+             if any(results["arms"][a]["metrics"][m]["n"] for a in arms)] or ["exact_match"]  # all-empty: one empty panel
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), dpi=100, squeeze=False)
     for ax, name in zip(axes[0], shown):
         cis = [results["arms"][a]["metrics"][name] for a in arms]

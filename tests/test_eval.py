@@ -136,7 +136,7 @@ def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path, monke
     page.run()
     assert not page.exception and page.selectbox[0].options == ["reports/report"]
     assert any("# Eval report: report" in m.value for m in page.markdown)
-    assert [image for image in page.get("imgs")]  # the three plots are shown
+    assert len(page.get("image")) == 3  # the three plots are shown
 
 
 @pytest.mark.slow
