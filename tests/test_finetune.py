@@ -147,6 +147,10 @@ def test_cli_data_train_list_ask_remove(sample_collection, tiny_model_dir, tmp_p
     assert again.returncode == 2 and "already exists" in again.stderr
     missing = rag("finetune", "--data", str(tmp_path / "none"), "--name", "x", env=env)
     assert missing.returncode == 2 and "train.jsonl: missing" in missing.stderr
+    quiet = rag("finetune", "--data", str(tmp_path / "d"), "--max-steps", "1", "--name", "demo2", "--rank", "4",
+                "--check", "0", "--json", env=env)
+    assert quiet.returncode == 0 and json.loads(quiet.stdout)["card"]["steps"] == 1  # stdout is one JSON object
+    rag("adapters", "--remove", "demo2", env=env)
     removed = rag("adapters", "--remove", "demo", env=env)
     assert removed.returncode == 0 and json.loads(rag("adapters", "--json", env=env).stdout) == []
 
