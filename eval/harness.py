@@ -15,6 +15,7 @@ from eval.runner import (
     Arms, RunData, answer_all, beir_questions, index_build_seconds, rankings, read_qa, relevant_chunks,
     relevant_from_qrels, token_counter,
 )
+from rag.generator import Generator
 from rag.settings import Settings
 
 
@@ -50,8 +51,8 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
     retriever = Retriever(collection, embedder) if collection else None
     adapter = resolve_adapter(config.adapter, settings.adapters_dir) if config.adapter else None
     lora = adapter if any(arm in LORA_ARMS for arm in config.arms) else None
-    model_path = resolve_model(settings.model, settings.cache_dir) if settings.backend == "local" or not settings.model \
-        else settings.model
+    # the embedded SmolLM2's folder, or settings.model as given: also the tokenizer for a server's model
+    model_path = resolve_model(settings.model, settings.cache_dir)
     log(f"{len(questions)} questions x {len(config.arms)} arms ({', '.join(config.arms)}), backend {settings.backend}")
     base, tuned = _generators(settings, str(lora.path) if lora else None, lora.name if lora else None)
     arms = Arms(retriever, base, tuned, settings, token_counter(model_path))
@@ -80,17 +81,17 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
         data.costs["finetune_steps"] = lora.card.get("steps")
     if config.update_docs:
         log("knowledge update: ingest the new documents (RAG) and train an adapter on them (LoRA)")
-        data.update = knowledge_update(config, settings, embedder, collection, model_path, progress)
+        data.update = knowledge_update(config, settings, embedder, collection, model_path, base, progress)
     if config.judge_url:
         from eval.judge import judge_records
 
         log(f"LLM judge at {config.judge_url}")
         data.costs["judge"] = judge_records(config.judge_url, config.judge_model, records, {r["id"]: r for r in questions})
-    return reporting.write_report(config, settings, data, embedder, adapter=lora)
+    return reporting.write_report(config, settings, data, embedder, model_path, adapter=lora)
 
 
 def knowledge_update(config: EvalConfig, settings: Settings, embedder, collection, model_path: str,
-                     progress: Callable) -> dict:
+                     base: Generator, progress: Callable) -> dict:
     """New documents with new facts: per arm, the seconds until it can answer them, and whether it does.
 
     RAG: ingest the documents into a copy of the collection. LoRA: build training data from the new
@@ -100,7 +101,7 @@ def knowledge_update(config: EvalConfig, settings: Settings, embedder, collectio
     from rag.components import make_chunker
     from rag.finetune import FinetuneConfig, train
     from rag.finetune_data import build_dataset
-    from rag.generator import LocalGenerator, OpenAIGenerator
+    from rag.generator import LocalGenerator
     from rag.retriever import Retriever
     from rag.store import Collection
 
@@ -133,8 +134,6 @@ def knowledge_update(config: EvalConfig, settings: Settings, embedder, collectio
     ))
     lora_seconds = time.perf_counter() - start
 
-    base = (LocalGenerator(model_path, settings.device) if settings.backend == "local"
-            else OpenAIGenerator(settings.base_url, settings.model, settings.api_key, timeout=settings.request_timeout))
     # The new adapter is not registered with a running server, so it is always asked in-process.
     new_lora = LocalGenerator(model_path, settings.device, adapter=str(tuned.path))
     arms = {"base": (base, None, None), "rag": (base, updated, rag_seconds),

@@ -25,21 +25,17 @@ SYSTEM = (
 
 def judge_records(base_url: str, model: str, records, rows_by_id: dict[str, dict]) -> dict:
     """Grade every record in place; returns {graded, failed}."""
-    from rag.generator import OpenAIGenerator, _openai_errors
+    from rag.generator import OpenAIGenerator
 
     generator = OpenAIGenerator(base_url, model)
     graded = failed = 0
     for record in records:
         passages = "\n\n".join(f"[{n}] {s['text']}" for n, s in enumerate(record.sources, start=1)) or "(none)"
         prompt = f"Question: {record.question}\n\nPassages:\n{passages}\n\nAnswer: {record.answer}"
-        with _openai_errors(base_url):
-            response = generator.client.chat.completions.create(
-                model=generator.name, temperature=0.0, max_tokens=40,
-                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
-                response_format={"type": "json_schema", "json_schema": {"name": "grade", "schema": SCHEMA}},
-            )
+        reply = generator.generate_json([{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+                                        SCHEMA, name="grade", max_tokens=40)
         try:
-            grade = json.loads(response.choices[0].message.content or "")
+            grade = json.loads(reply)
             record.judge = {"judge_faithfulness": (int(grade["faithfulness"]) - 1) / 4,
                             "judge_relevance": (int(grade["relevance"]) - 1) / 4}
             graded += 1

@@ -47,7 +47,8 @@ def _ci(values, config: EvalConfig) -> dict:
     return {"mean": mean, "low": low, "high": high, "n": n}
 
 
-def provenance(settings, config: EvalConfig, adapter, root: Path = Path(__file__).resolve().parent.parent) -> dict:
+def provenance(settings, config: EvalConfig, model: str, adapter,
+               root: Path = Path(__file__).resolve().parent.parent) -> dict:
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -61,10 +62,6 @@ def provenance(settings, config: EvalConfig, adapter, root: Path = Path(__file__
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     model_hash = None
-    from rag.models import resolve_model
-
-    model = resolve_model(settings.model, settings.cache_dir) if settings.backend == "local" or not settings.model \
-        else settings.model
     config_file = Path(model) / "config.json"
     if config_file.is_file():
         listing = sorted((p.name, p.stat().st_size) for p in Path(model).iterdir() if p.is_file())
@@ -295,11 +292,11 @@ def html_page(results: dict, md: str, out: Path) -> str:
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def write_report(config: EvalConfig, settings, data, embedder, adapter=None) -> dict:
+def write_report(config: EvalConfig, settings, data, embedder, model: str, adapter=None) -> dict:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     results = aggregate(config, data, embedder, k=settings.k)
-    results.update(name=config.name, n_questions=len(data.questions), provenance=provenance(settings, config, adapter))
+    results.update(name=config.name, n_questions=len(data.questions), provenance=provenance(settings, config, model, adapter))
     results = _clean(results)
     results["plots"] = plots(results, out)
     md = markdown(results)

@@ -205,19 +205,13 @@ def teacher_facts(chunks: list[StoredChunk], paraphrases: int, ask: Callable[[st
 
 def teacher_ask(base_url: str, model: str, api_key: str = "EMPTY", timeout: float = 120.0) -> Callable[[str], str]:
     """A teacher on an OpenAI-compatible server; vLLM constrains its reply to TEACHER_SCHEMA."""
-    from rag.generator import OpenAIGenerator, _openai_errors
+    from rag.generator import OpenAIGenerator
 
     generator = OpenAIGenerator(base_url, model, api_key, timeout=timeout)
 
     def ask(prompt: str) -> str:
-        with _openai_errors(base_url):
-            response = generator.client.chat.completions.create(
-                model=generator.name, temperature=0.0, max_tokens=800,
-                messages=[{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": prompt}],
-                response_format={"type": "json_schema",
-                                 "json_schema": {"name": "qa_pairs", "schema": TEACHER_SCHEMA}},
-            )
-        return response.choices[0].message.content or ""
+        messages = [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": prompt}]
+        return generator.generate_json(messages, TEACHER_SCHEMA, name="qa_pairs")
 
     return ask
 

@@ -61,6 +61,15 @@ class OpenAIGenerator:
             )
         return response.choices[0].message.content or ""
 
+    def generate_json(self, messages: list[Message], schema: dict, *, name: str = "reply", max_tokens: int = 800) -> str:
+        """Greedy text held to a JSON schema by the server's structured output (vLLM: xgrammar)."""
+        with self._errors():
+            response = self.client.chat.completions.create(
+                model=self.name, messages=messages, max_tokens=max_tokens, temperature=0.0,
+                response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}},
+            )
+        return response.choices[0].message.content or ""
+
     def stream(self, messages: list[Message], *, max_tokens: int = 200, temperature: float = 0.0) -> Iterator[str]:
         with self._errors():
             events = self.client.chat.completions.create(
