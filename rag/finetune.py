@@ -239,7 +239,8 @@ def train(config: FinetuneConfig) -> FinetuneResult:
         output_dir=str(work / "checkpoints"), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio, lr_scheduler_type="linear",  # < 1: a share of the steps logging_steps=1,
+        warmup_steps=config.warmup_ratio,  # < 1: a share of the steps
+        lr_scheduler_type="linear", logging_steps=1,
         eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps,
         save_strategy="steps" if early else "no", save_steps=config.eval_steps, save_total_limit=1,
         load_best_model_at_end=early, metric_for_best_model="eval_loss", greater_is_better=False,
@@ -332,7 +333,8 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
