@@ -28,6 +28,7 @@ class EvalConfig:
     arms: tuple[str, ...] = ARMS
     adapter: str = ""  # a registered adapter (or peft folder): needed by the LoRA arms
     limit: int = 0  # first N questions only (0 = all)
+    sample: int = 0  # or a random sample of N questions drawn with `seed`, kept in file order (0 = all)
     bootstrap: int = 2000
     seed: int = 0
     retrieval_k: int = 10  # depth of the ranking scored by MRR and nDCG@10
@@ -58,8 +59,10 @@ class EvalConfig:
             raise ValueError("the lora arms need an adapter: --adapter NAME (see rag adapters)")
         if (self.update_docs is None) != (self.update_qa is None):
             raise ValueError("a knowledge update needs both update_docs and update_qa")
-        if self.limit < 0 or self.bootstrap < 100 or self.update_steps <= 0:
-            raise ValueError("limit must be >= 0, bootstrap >= 100 and update_steps > 0")
+        if self.limit < 0 or self.sample < 0 or self.bootstrap < 100 or self.update_steps <= 0:
+            raise ValueError("limit and sample must be >= 0, bootstrap >= 100 and update_steps > 0")
+        if self.limit and self.sample:
+            raise ValueError(f"give limit ({self.limit}) or sample ({self.sample}), not both")
         self.name = self.name or self.out.name
 
     def as_dict(self) -> dict:

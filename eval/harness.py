@@ -6,6 +6,7 @@ eval/runner.py (answers and costs), eval/scoring.py and eval/report.py; it holds
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from typing import Callable
@@ -29,6 +30,14 @@ def _generators(settings: Settings, adapter_path: str | None, adapter_name: str 
     return base, tuned
 
 
+def select_questions(questions: list[dict], config: EvalConfig) -> list[dict]:
+    """The first `limit` questions, or `sample` of them drawn with `seed` (in file order), or all."""
+    if config.sample and config.sample < len(questions):
+        keep = sorted(random.Random(config.seed).sample(range(len(questions)), config.sample))
+        return [questions[i] for i in keep]
+    return questions[: config.limit or None]
+
+
 def run(config: EvalConfig, settings: Settings, progress: Callable = lambda items, **_: items,
         log: Callable[[str], None] = lambda line: None) -> dict:
     """Answer, score and report; returns the results dict also written to `<out>/results.json`."""
@@ -44,7 +53,7 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
         questions, qrels = beir_questions(config.beir)
     else:
         questions = read_qa(config.qa)
-    questions = questions[: config.limit or None]
+    questions = select_questions(questions, config)
     embedder = make_embedder(settings)
     needs_rag = any(arm in RAG_ARMS for arm in config.arms)
     collection = open_collection(settings, embedder) if needs_rag else None

@@ -284,6 +284,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError("give --qa FILE (or --beir FOLDER) and --out FOLDER (or: rag eval run EXPERIMENT_FOLDER)")
         config = EvalConfig(
             qa=args.qa, out=Path(args.out), beir=args.beir, arms=args.arms, adapter=args.adapter or "", limit=args.limit,
+            sample=args.sample,
             bootstrap=args.bootstrap, seed=args.seed, update_docs=args.update_docs, update_qa=args.update_qa,
             update_steps=args.update_steps, judge_url=args.judge_url or "", judge_model=args.judge_model or "",
         )
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval", choices=MODES)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--limit", type=int, default=0, help="first N questions only")
+    p.add_argument("--sample", type=int, default=0, help="a random sample of N questions (drawn with --seed)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--update-docs", help="knowledge update: new documents (folder or file)")

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ROOT, SAMPLE
 from eval.config import EvalConfig, load_experiment
+from eval.harness import select_questions
 from eval.runner import Record, read_qa
 from eval.scoring import cited_numbers, score_answer, score_retrieval
 from rag.prompts import NO_ANSWER
@@ -38,9 +39,23 @@ def test_config_checks(tmp_path):
         EvalConfig(qa="q", out="o", arms="base,lora")
     with pytest.raises(ValueError, match="needs both update_docs and update_qa"):
         EvalConfig(qa="q", out="o", arms="rag", update_docs="d")
+    with pytest.raises(ValueError, match=r"give limit \(3\) or sample \(5\), not both"):
+        EvalConfig(qa="q", out="o", arms="base", limit=3, sample=5)
     (tmp_path / "config.toml").write_text('qa = "x.jsonl"\ncolour = "red"\n')
     with pytest.raises(ValueError, match=r"config.toml: unknown field\(s\) colour"):
         load_experiment(tmp_path)
+
+
+def test_sample_is_seeded_and_keeps_file_order():
+    questions = [{"id": f"q{n}"} for n in range(50)]
+    picked = [q["id"] for q in select_questions(questions, EvalConfig(qa="q", out="o", arms="base", sample=8))]
+    assert len(picked) == 8 and picked == sorted(picked, key=lambda i: int(i[1:]))
+    assert picked == [q["id"] for q in select_questions(questions, EvalConfig(qa="q", out="o", arms="base", sample=8))]
+    assert picked != [q["id"] for q in select_questions(questions, EvalConfig(qa="q", out="o", arms="base", sample=8,
+                                                                             seed=1))]
+    assert picked != [f"q{n}" for n in range(8)]  # not simply the first eight
+    assert len(select_questions(questions, EvalConfig(qa="q", out="o", arms="base", sample=80))) == 50
+    assert len(select_questions(questions, EvalConfig(qa="q", out="o", arms="base", limit=3))) == 3
 
 
 def record(arm, answer, sources=()):
