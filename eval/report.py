@@ -110,23 +110,27 @@ def aggregate(config: EvalConfig, data, embedder, k: int = 3) -> dict:
             cost["update_fact_recall"] = update["fact_recall"]
         arms[arm] = {"metrics": table, "cost": cost, "latencies": [r.seconds for r in records]}
 
+    # Splits and the quality-vs-cost plot need one metric: fact recall when the questions list key facts,
+    # else token F1 (a BEIR-made set has gold answers but no facts). Paired rows only for scored metrics.
+    headline = "fact_recall" if any(row.get("facts") for row in data.questions) else "token_f1"
+    paired = [name for name in PAIRED_METRICS if any(arms[arm]["metrics"][name]["n"] for arm in config.arms)]
     differences = []
     for a, b in PAIRS:
         if a in by_arm and b in by_arm:
-            for name in PAIRED_METRICS:
+            for name in paired:
                 diff = metrics.paired_bootstrap([by_arm[a][q][name] for q in qids], [by_arm[b][q][name] for q in qids],
                                                 n_resamples=config.bootstrap, seed=config.seed)
                 differences.append({"a": a, "b": b, "metric": name, **diff})
 
     splits = {}
-    if "base" in by_arm:  # facts the base model already knows (it recalls them all) vs new facts
-        known = {q for q in qids if by_arm["base"][q]["fact_recall"] == 1.0}
-        scored = {q for q in qids if not math.isnan(by_arm["base"][q]["fact_recall"])}
+    scored = {q for q in qids if "base" in by_arm and not math.isnan(by_arm["base"][q]["fact_recall"])}
+    if scored:  # facts the base model already knows (it recalls them all) vs new facts
+        known = {q for q in scored if by_arm["base"][q]["fact_recall"] == 1.0}
         for label, group in (("known_facts", known), ("new_facts", scored - known)):
             splits[label] = {arm: _ci([by_arm[arm][q]["fact_recall"] for q in qids if q in group], config)
                              for arm in config.arms}
     sources = sorted({rows[q].get("source") for q in qids if rows[q].get("source")})
-    splits["by_source"] = {src: {arm: _ci([by_arm[arm][q]["fact_recall"] for q in qids if rows[q].get("source") == src],
+    splits["by_source"] = {src: {arm: _ci([by_arm[arm][q][headline] for q in qids if rows[q].get("source") == src],
                                           config) for arm in config.arms} for src in sources}
 
     retrieval = {}
@@ -139,7 +143,7 @@ def aggregate(config: EvalConfig, data, embedder, k: int = 3) -> dict:
                                     **by_arm[arm][q]} for arm in config.arms}} for q in qids]
     return {"arms": arms, "differences": differences, "splits": splits, "retrieval": retrieval,
             "costs": data.costs, "knowledge_update": data.update, "questions": questions,
-            "metric_names": metric_names}
+            "metric_names": metric_names, "headline": headline}
 
 
 def _fmt(ci: dict | None, pct: bool = True) -> str:
@@ -192,10 +196,13 @@ def markdown(results: dict) -> str:
             n = next(iter(splits[label].values()))["n"]
             lines.append(f"| {label.replace('_', ' ')} | {n} | " + " | ".join(_fmt(splits[label][a]) for a in arms) + " |")
     if splits.get("by_source"):
-        lines += ["", "## Fact recall per source document", "", "| source | " + " | ".join(arms) + " |",
-                  "|---|" + "---|" * len(arms)]
-        for src, per_arm in splits["by_source"].items():
-            lines.append(f"| {src} | " + " | ".join(_fmt(per_arm[a]) for a in arms) + " |")
+        headline = LABELS[results.get("headline", "fact_recall")]
+        lines += ["", f"## {headline[0].upper() + headline[1:]} per source document", "",
+                  "| source | n | " + " | ".join(arms) + " |",
+                  "|---|---|" + "---|" * len(arms)]
+        for src, per_arm in splits["by_source"].items():  # n: questions scored (an interval from 1 is no interval)
+            n = max(per_arm[a]["n"] for a in arms)
+            lines.append(f"| {src} | {n} | " + " | ".join(_fmt(per_arm[a]) for a in arms) + " |")
     if results["knowledge_update"]:
         ku = results["knowledge_update"]
         lines += ["", f"Knowledge update: {ku['questions']} questions about new documents; RAG ingests them, "
@@ -238,14 +245,15 @@ def plots(results: dict, out: Path) -> list[str]:
     plt.close(fig)
     files.append("latency.png")
 
+    headline = results.get("headline", "fact_recall")
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
     for a in arms:
-        quality = results["arms"][a]["metrics"]["fact_recall"]["mean"] or 0
+        quality = results["arms"][a]["metrics"][headline]["mean"] or 0
         cost = results["arms"][a]["cost"]["latency_p50_s"] or 0
         prompt = results["arms"][a]["cost"]["prompt_tokens_mean"] or 50
         ax.scatter([cost], [quality], s=max(30, prompt / 2), color=colours[a], label=a, alpha=0.8)
     ax.set_xlabel("latency p50 (s)  ·  marker area ∝ prompt tokens")
-    ax.set_ylabel("fact recall")
+    ax.set_ylabel(LABELS[headline])
     ax.set_title("Quality vs cost")
     ax.legend()
     fig.tight_layout()

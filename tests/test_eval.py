@@ -110,6 +110,7 @@ def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path, monke
     config = EvalConfig(qa=SAMPLE / "qa.jsonl", out=tmp_path / "reports" / "report", adapter="tiny", bootstrap=200,
                         update_docs=UPDATE / "korvik_ferry.md", update_qa=UPDATE / "qa.jsonl", update_steps=2)
     results = run(config, eval_env)
+    assert results["headline"] == "fact_recall" and {"known_facts", "new_facts"} <= set(results["splits"])
     out = tmp_path / "reports" / "report"
     assert {p.name for p in out.iterdir()} >= {"answers.jsonl", "results.json", "report.md", "report.html",
                                                "quality.png", "latency.png", "quality_vs_cost.png"}
@@ -185,6 +186,24 @@ def test_cli_eval_run_from_an_experiment_folder_and_compare(eval_env, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "rag.cli", "eval", "compare", str(tmp_path), str(tmp_path)],
                              capture_output=True, text=True, env=env, timeout=120)
     assert missing.returncode == 2 and "no results.json" in missing.stderr
+
+
+def test_questions_without_key_facts_are_split_by_f1(eval_env, tmp_path):
+    """A set made from documents (like scripts/make_python_faq_beir.py's) has gold answers but no key facts:
+    the per-source split and the paired rows fall back to F1 instead of showing empty fact-recall tables."""
+    from eval.harness import run
+
+    rows = [{**row, "facts": []} for row in read_qa(SAMPLE / "qa.jsonl") if row["answerable"]]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    results = run(EvalConfig(qa=tmp_path / "qa.jsonl", out=tmp_path / "out", arms="base,rag", sample=6, bootstrap=200),
+                  eval_env)
+    assert results["n_questions"] == 6 and results["headline"] == "token_f1"
+    assert "known_facts" not in results["splits"]
+    assert {d["metric"] for d in results["differences"]} == {"token_f1", "semantic_sim"}
+    assert sum(per_arm["rag"]["n"] for per_arm in results["splits"]["by_source"].values()) == 6
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## F1 per source document" in report and "fact recall per source" not in report.lower()
+    assert "| rag − base | fact recall |" not in report
 
 
 def test_a_beir_folder_scores_retrieval_against_its_qrels(embedder, chunker, tiny_model_dir, tmp_path):
