@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,24 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def seeded_adapter(model_dir: Path, folder: Path) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
-    return folder
 
 
 def main() -> None:
@@ -67,7 +48,8 @@ def main() -> None:
     from rag.generator import OpenAIGenerator
     from rag.models import default_model_dir
     from rag.retriever import Retriever
-    from rag.serving import ServeOptions, VLLMServer, find_vllm
+    from rag.finetune import random_adapter
+    from rag.serving import ServeOptions, VLLMServer, find_vllm, free_port
     from rag.settings import load_settings
     from rag.store import Collection
 
@@ -79,7 +61,7 @@ def main() -> None:
     retriever = Retriever(collection, embedder)
     model_dir = default_model_dir(settings.cache_dir)
     adapter = (resolve_adapter(args.adapter, settings.adapters_dir) if args.adapter
-               else read_adapter(seeded_adapter(model_dir, work / "seeded"), "seeded"))
+               else read_adapter(random_adapter(model_dir, work / "seeded"), "seeded"))
     install = find_vllm(settings.vllm_python, settings.cache_dir)
     options = ServeOptions(str(model_dir), "base", [adapter], port=free_port())
     rows = [json.loads(line) for line in (ROOT / "data" / "sample" / "qa.jsonl").read_text().splitlines()]

@@ -105,6 +105,21 @@ class FinetuneResult:
     card: dict = field(default_factory=dict)
 
 
+def random_adapter(model_dir: str | Path, folder: Path, rank: int = 8, seed: int = 0) -> Path:
+    """An untrained LoRA adapter with seeded random A and B on the q and v projections: it changes the
+    output (peft's zero-initialised B would not), so it checks serving and adapter selection without
+    training. Used by the tests' vLLM server and bench/serve.py."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(folder)
+    return Path(folder)
+
+
 def peft_config(config: FinetuneConfig):
     """The peft config for a method: a plain dict registry would hide that they differ only in flags."""
     from peft import LoftQConfig, LoraConfig, VeraConfig

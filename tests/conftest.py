@@ -98,26 +98,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seeded_adapter_dir(smollm2_dir, tmp_path_factory) -> Path:
-    """A peft LoRA adapter on SmolLM2 with seeded random A and B (not trained: peft's default
-    zero-initialised B would leave the output unchanged), rank 8 on the attention projections."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """A peft LoRA adapter on SmolLM2 with seeded random A and B (not trained), rank 8."""
+    from rag.finetune import random_adapter
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    folder = tmp_path_factory.mktemp("adapters") / "seeded"
-    get_peft_model(model, config).save_pretrained(folder)
-    return folder
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return random_adapter(smollm2_dir, tmp_path_factory.mktemp("adapters") / "seeded")
 
 
 FACT_ANSWER = "The captain of the Korvik ferry is Oddvar Lindqvist."
@@ -160,7 +144,7 @@ def vllm_server(smollm2_dir, seeded_adapter_dir, fact_adapter, cache_dir, tmp_pa
     if os.environ.get("RAG_SKIP_VLLM") == "1":
         pytest.skip("RAG_SKIP_VLLM=1: the real vLLM server tests were skipped on request")
     from rag.adapters import read_adapter
-    from rag.serving import ServeOptions, VLLMServer, find_vllm
+    from rag.serving import ServeOptions, VLLMServer, find_vllm, free_port
 
     install = find_vllm(os.environ.get("RAG_VLLM_PYTHON"), cache_dir)
     options = ServeOptions(model=str(smollm2_dir), served_name="smollm2",

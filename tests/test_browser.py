@@ -1,7 +1,6 @@
 """End to end in a real browser: Debian's chromium, driven by Playwright, against `streamlit run`."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,19 +10,14 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from rag.serving import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def streamlit_server(sample_collection, smollm2_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAG_HOME": str(sample_collection.folder.parent), "RAG_COLLECTION": "sample",
            "RAG_MAX_TOKENS": "40", "OMP_WAIT_POLICY": "PASSIVE"}
     log = open(tmp_path / "streamlit.log", "w")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FACT_HELDOUT, free_port
+from conftest import FACT_HELDOUT
 from rag.adapters import AdapterInfo
 from rag.answer import Assistant
 from rag.generator import OpenAIGenerator
@@ -20,7 +20,7 @@ from rag.prompts import base_messages
 from rag.retriever import Retriever
 from rag.serving import (
     ServeError, ServeOptions, VLLMInstall, VLLMServer, build_command, compatible_adapters, find_vllm,
-    lora_rank_limit, port_in_use, server_env,
+    free_port, lora_rank_limit, port_in_use, server_env,
 )
 
 MESSAGES = [{"role": "user", "content": "Write one sentence about the sea."}]
