@@ -32,6 +32,9 @@ class Index(Protocol):
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (n, k); missing neighbours have id -1."""
 
+    def ids(self) -> np.ndarray:
+        """(ntotal,) int64: every id the index holds."""
+
     def save(self, path: Path) -> None: ...
 
 
@@ -82,6 +85,16 @@ class _FaissIndex:
                 self._gpu_resources = faiss.StandardGpuResources()
             self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu)
         return self._gpu
+
+    def ids(self) -> np.ndarray:
+        inner = faiss.downcast_index(self._cpu)
+        if isinstance(inner, faiss.IndexIDMap):
+            return faiss.vector_to_array(inner.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(self._cpu)
+        invlists = ivf.invlists
+        parts = [faiss.rev_swig_ptr(invlists.get_ids(n), invlists.list_size(n)).copy()
+                 for n in range(ivf.nlist) if invlists.list_size(n)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     def save(self, path: Path) -> None:
         """Write durably: temp file, fsync, rename (a crash leaves the old file or the new one)."""

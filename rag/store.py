@@ -10,12 +10,13 @@ embed: callers hand it finished chunks and vectors.
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -42,7 +43,7 @@ CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
 
 
 class CollectionError(Exception):
-    """A collection that is missing, empty, or built for another embedding model."""
+    """A collection that is missing, empty, damaged, or built for another embedding model."""
 
 
 @dataclass
@@ -65,6 +66,7 @@ class CollectionInfo:
     index_type: str
     model: str
     generation: int
+    damaged: str = ""  # why the collection could not be read; "" when it is fine
 
 
 class Collection:
@@ -90,27 +92,34 @@ class Collection:
                 )
             if model is None or dim is None:
                 raise ValueError("creating a collection needs the embedding model name and dimension")
-            folder.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
-        coll = cls(folder, db)
-        if coll._meta("model") is None:
-            if model is None or dim is None:
-                raise CollectionError(f"collection '{folder.name}' at {folder} has no model recorded")
-            with coll._transaction():
-                coll._set_meta("model", model)
-                coll._set_meta("dim", str(dim))
-                coll._set_meta("generation", "0")
-                coll._set_meta("index_type", "flat")
-                coll._set_meta("created_at", str(time.time()))
-        elif model is not None and coll.model != model:
+            _create_database(db_path, model, dim)
+        try:
+            db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            coll = cls(folder, db)
+            recorded = coll._meta("model")
+        except sqlite3.DatabaseError as exc:
+            raise CollectionError(f"collection '{folder.name}' is damaged: {db_path} is not readable ({exc})") from None
+        if recorded is None:
+            # Collections are created whole (see _create_database); this one was not, or was emptied.
+            db.close()
             raise CollectionError(
-                f"collection '{folder.name}' was built with embedding model {coll.model!r}, not {model!r}; "
+                f"collection '{folder.name}' is damaged: {db_path} records no embedding model; "
+                f"remove the folder {folder} and ingest again"
+            )
+        if model is not None and recorded != model:
+            db.close()
+            raise CollectionError(
+                f"collection '{folder.name}' was built with embedding model {recorded!r}, not {model!r}; "
                 "use that model or a new collection"
             )
-        coll.refresh()
+        try:
+            coll.refresh()
+        except (RuntimeError, sqlite3.DatabaseError, ValueError) as exc:  # faiss raises RuntimeError on a bad file
+            db.close()
+            raise CollectionError(f"collection '{folder.name}' is damaged: {exc}") from None
         return coll
 
     def close(self) -> None:
@@ -205,15 +214,40 @@ class Collection:
     # ---- writing ---------------------------------------------------------------------------
 
     @contextmanager
-    def writer(self, index_type: str = "auto", exact_threshold: int = 20_000) -> Iterator["Writer"]:
-        """Exclusive writer (a file lock keeps two ingests from interleaving)."""
+    def writer(self, index_type: str = "auto", exact_threshold: int = 20_000,
+               wait: float = 0.0) -> Iterator["Writer"]:
+        """Exclusive writer (a file lock keeps two ingests from interleaving). With `wait` > 0 it
+        queues behind another writer for up to that many seconds (math.inf: as long as it takes)."""
         with open(self.folder / LOCK_NAME, "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CollectionError(f"collection '{self.name}' is being written by another process") from None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        waited = f" (waited {wait:g} s)" if wait else "; add --wait to queue behind it"
+                        raise CollectionError(
+                            f"collection '{self.name}' is being written by another process{waited}"
+                        ) from None
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
             self.refresh()
+            self.remove_orphans()
             yield Writer(self, index_type, exact_threshold)
+
+    def orphans(self) -> list[Path]:
+        """Files a killed writer can leave behind: index files of other generations and temp files."""
+        current = self._index_path(self.generation).name
+        found = [p for p in self.folder.glob("index-*.faiss") if p.name != current]
+        found += list(self.folder.glob("index-*.faiss.tmp")) + list(self.folder.glob(f"{DB_NAME}.tmp-*"))
+        return sorted(found)
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete `orphans()`; only safe while holding the write lock (a writer's temp file is live)."""
+        removed = self.orphans()
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -261,65 +295,124 @@ class Writer:
         if not self.pending:
             return 0, 0
         coll, db = self.coll, self.coll.db
-        new_generation = coll.generation + 1
-        new_path = coll._index_path(new_generation)
         added_ids: list[int] = []
         added_vectors: list[np.ndarray] = []
         removed_ids: list[int] = []
+
+        def apply() -> Index:
+            for path in sorted(self._remove | set(self._replace)):
+                removed_ids.extend(r[0] for r in db.execute("SELECT vid FROM chunks WHERE path = ?", (path,)))
+                db.execute("DELETE FROM chunks WHERE path = ?", (path,))
+                db.execute("DELETE FROM files WHERE path = ?", (path,))
+            for path, (sha, size, chunks, vectors) in self._replace.items():
+                for chunk, vector in zip(chunks, vectors):
+                    cur = db.execute(
+                        'INSERT INTO chunks(id, path, page, start, "end", text, vector) VALUES (?,?,?,?,?,?,?)',
+                        (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text, vector.tobytes()),
+                    )
+                    added_ids.append(int(cur.lastrowid))
+                    added_vectors.append(vector)
+                db.execute(
+                    "INSERT INTO files(path, sha256, size, n_chunks, ingested_at) VALUES (?,?,?,?,?)",
+                    (path, sha, size, len(chunks), time.time()),
+                )
+            total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            kind = choose_kind(self.index_type, total, self.exact_threshold)
+            base = coll._index_path(coll.generation)
+            outgrown = kind == "ivf" and self.index_type == "auto" and total > 4 * coll.index.ntotal
+            if kind != coll.index.kind or outgrown or not base.exists():
+                # Rebuilt from the stored vectors (the transaction's own changes included):
+                # a new type, an IVF that outgrew its training, or the first commit.
+                return coll._rebuild(kind)
+            index = load_index(base)  # a copy: the live index stays as it was if this fails
+            index.remove(np.array(removed_ids, dtype=np.int64))
+            if added_ids:
+                index.add(np.array(added_ids, dtype=np.int64), np.stack(added_vectors))
+            return index
+
+        self._new_generation(apply)
+        self._replace.clear()
+        self._remove.clear()
+        return len(added_ids), len(removed_ids)
+
+    def rebuild_index(self) -> int:
+        """A new generation whose index is rebuilt from the vectors stored in SQLite; returns its size."""
+        coll = self.coll
+
+        def apply() -> Index:
+            total = coll.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            return coll._rebuild(choose_kind(self.index_type, total, self.exact_threshold))
+
+        return self._new_generation(apply).ntotal
+
+    def _new_generation(self, apply: Callable[[], Index]) -> Index:
+        """Run `apply` (SQL changes, then the index that matches them) in one transaction; the index
+        file of the next generation is written durably before the transaction moves the generation."""
+        coll, db = self.coll, self.coll.db
+        new_generation = coll.generation + 1
+        new_path = coll._index_path(new_generation)
         try:
             with coll._transaction():
-                for path in sorted(self._remove | set(self._replace)):
-                    removed_ids += [r[0] for r in db.execute("SELECT vid FROM chunks WHERE path = ?", (path,))]
-                    db.execute("DELETE FROM chunks WHERE path = ?", (path,))
-                    db.execute("DELETE FROM files WHERE path = ?", (path,))
-                for path, (sha, size, chunks, vectors) in self._replace.items():
-                    for chunk, vector in zip(chunks, vectors):
-                        cur = db.execute(
-                            'INSERT INTO chunks(id, path, page, start, "end", text, vector) VALUES (?,?,?,?,?,?,?)',
-                            (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text, vector.tobytes()),
-                        )
-                        added_ids.append(int(cur.lastrowid))
-                        added_vectors.append(vector)
-                    db.execute(
-                        "INSERT INTO files(path, sha256, size, n_chunks, ingested_at) VALUES (?,?,?,?,?)",
-                        (path, sha, size, len(chunks), time.time()),
-                    )
+                index = apply()
                 total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-                kind = choose_kind(self.index_type, total, self.exact_threshold)
-                base = coll._index_path(coll.generation)
-                outgrown = kind == "ivf" and self.index_type == "auto" and total > 4 * coll.index.ntotal
-                if kind != coll.index.kind or outgrown or not base.exists():
-                    # Rebuilt from the stored vectors (the transaction's own changes included):
-                    # a new type, an IVF that outgrew its training, or the first commit.
-                    index = coll._rebuild(kind)
-                else:
-                    index = load_index(base)  # a copy: the live index stays as it was if this fails
-                    index.remove(np.array(removed_ids, dtype=np.int64))
-                    if added_ids:
-                        index.add(np.array(added_ids, dtype=np.int64), np.stack(added_vectors))
                 if index.ntotal != total:
                     raise RuntimeError(f"index holds {index.ntotal} vectors but the store {total} chunks")
                 index.save(new_path)  # durable before the generation moves
                 coll._set_meta("generation", str(new_generation))
-                coll._set_meta("index_type", kind)
+                coll._set_meta("index_type", index.kind)
         except BaseException:
             new_path.unlink(missing_ok=True)
             raise
         old = coll._index_path(coll.generation)
         coll._index, coll.generation = index, new_generation
         old.unlink(missing_ok=True)
-        self._replace.clear()
-        self._remove.clear()
-        return len(added_ids), len(removed_ids)
+        return index
 
 
 def list_collections(home: Path) -> list[CollectionInfo]:
+    """Every collection under `home`; a damaged one is listed with the reason and never hides the others."""
     infos = []
     for folder in sorted(Path(home).glob(f"*/{DB_NAME}")):
-        coll = Collection.open(folder.parent)
+        try:
+            coll = Collection.open(folder.parent)
+        except CollectionError as exc:
+            infos.append(CollectionInfo(folder.parent.name, str(folder.parent), 0, 0, "", "", -1, damaged=str(exc)))
+            continue
         try:
             infos.append(coll.info())
         finally:
             coll.close()
     return infos
 
+
+def _create_database(db_path: Path, model: str, dim: int) -> None:
+    """Write a complete, empty collection database beside `db_path` and rename it into place, so a
+    kill at any moment leaves either no collection or a whole one, never an empty SQLite file."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_name(f"{DB_NAME}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.executescript(SCHEMA)
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?)",
+            [("model", model), ("dim", str(dim)), ("generation", "0"), ("index_type", "flat"),
+             ("created_at", str(time.time()))],
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, db_path)  # atomic and never replaces: if another process created it first, theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(db_path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
