@@ -21,6 +21,7 @@ from rag.settings import MODES, Settings, load_settings
 from rag.store import CollectionError, list_collections
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+UPLOAD_WAIT_S = 600.0  # how long an upload queues behind another ingest into the same collection
 ANSWER_MODES = {"RAG": "rag", "Base model": "base", "LoRA": "lora", "LoRA + RAG": "lora+rag"}
 
 st.set_page_config(page_title="ragvsft chat", page_icon="📚", layout="wide")
@@ -89,13 +90,15 @@ with st.sidebar.expander("Add documents"):
         saved, errors = save_uploads(settings.collection_dir, [(u.name, u.getvalue()) for u in uploads])
         bar = st.progress(0.0, text="Ingesting…")
 
-        def progress(files):
-            for n, path in enumerate(files, start=1):
-                yield path
-                bar.progress(n / max(1, len(saved)), text=f"Ingested {path.name}")
+        def progress(event):
+            where = f" · {event.file.name}: {event.file_chunks_done}/{event.file_chunks_total} chunks" if event.file else ""
+            bar.progress(event.files_done / max(1, event.files_total),
+                         text=f"{event.files_done}/{event.files_total} files{where}")
 
         coll = open_collection(settings, embedder, create=True)
-        report = ingest(saved, coll, embedder, make_chunker(settings, embedder), progress=progress)
+        # Another user's upload may be ingesting into this collection: queue behind it.
+        report = ingest(saved, coll, embedder, make_chunker(settings, embedder), index_type=settings.index_type,
+                        exact_threshold=settings.exact_threshold, wait=UPLOAD_WAIT_S, progress=progress)
         for line in errors + report.errors:
             st.error(line)
         st.success(report.summary())

@@ -2,7 +2,9 @@
 
 Incremental: a file whose content hash is unchanged is skipped, a changed file's chunks are
 replaced, and with `prune` the chunks of files that no longer exist are removed. One bad file is
-reported and skipped; the rest of the batch lands, and nothing already stored is touched by it.
+reported and skipped; the rest of the batch lands, and nothing else already stored is touched by
+it. A stored file that changed and no longer parses (now empty, binary, damaged) loses its old
+chunks: its old text must not be served as if it were current.
 """
 
 from __future__ import annotations
@@ -13,12 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from rag.chunking import Chunker
 from rag.embedding import Embedder
-from rag.loading import LoadError, discover, load
-from rag.store import Collection
+from rag.loading import LoadError, discover, load, open_regular, shown
+from rag.store import Collection, Writer
 
 COMMIT_EVERY = 32  # files per commit: a crash loses at most this much work, never stored data
+EMBED_STEP = 256  # chunks embedded between progress reports, so a huge file shows movement
+
+
+@dataclass
+class Progress:
+    """Where an ingest stands; handed to the `progress` callback after each file and each
+    EMBED_STEP chunks embedded."""
+
+    files_done: int
+    files_total: int
+    chunks_embedded: int  # in this run, all files so far
+    file: Path | None = None  # the file being embedded, None between files
+    file_chunks_done: int = 0
+    file_chunks_total: int = 0
 
 
 @dataclass
@@ -34,6 +52,8 @@ class IngestReport:
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # files passed over inside folders, by reason
+    skipped_files: list[str] = field(default_factory=list)  # "path: reason", for --verbose
 
     @property
     def ingested(self) -> int:
@@ -49,6 +69,7 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "errors": self.errors,
             "warnings": self.warnings,
+            "skipped": self.skipped,
         }
 
     def summary(self) -> str:
@@ -57,13 +78,15 @@ class IngestReport:
             f"unchanged {self.unchanged}, failed {self.failed}"
             + (f", pruned {self.pruned}" if self.pruned else "")
             + f"; chunks added {self.chunks_added}, removed {self.chunks_removed}; {self.seconds:.1f} s"
+            + ("; skipped in folders: " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+               if self.skipped else "")
         )
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
             size += len(block)
@@ -79,23 +102,35 @@ def ingest(
     prune: bool = False,
     index_type: str = "auto",
     exact_threshold: int = 20_000,
-    progress: Callable[[Iterable], Iterable] | None = None,
+    wait: float = 0.0,
+    progress: Callable[[Progress], None] | None = None,
 ) -> IngestReport:
-    """Ingest files, folders and globs into `collection`; returns what happened, file by file counted."""
+    """Ingest files, folders and globs into `collection`; returns what happened, file by file counted.
+    `wait`: seconds to queue behind another writer of the collection (0: fail at once)."""
     start = time.perf_counter()
     report = IngestReport(collection.name)
-    files, errors = discover(paths)
-    report.errors += [str(e) for e in errors]
-    report.failed += len(errors)
-    with collection.writer(index_type, exact_threshold) as writer:
+    found = discover(paths)
+    report.errors += [str(e) for e in found.errors]
+    report.failed += len(found.errors)
+    report.skipped = found.skipped_counts()
+    report.skipped_files = [f"{shown(path)}: {reason}" for path, reason in found.skipped]
+    files = found.files
+    notify = progress or (lambda event: None)
+    embedded = 0
+    with collection.writer(index_type, exact_threshold, wait=wait) as writer:
         known = collection.file_hashes()
-        for path in (progress or (lambda x: x))(files):
+        for done, path in enumerate(files):
+            notify(Progress(done, len(files), embedded))
             key = str(path)
             try:
                 sha, size = sha256_file(path)
+            except LoadError as exc:  # no longer a regular file
+                report.failed += 1
+                report.errors.append(str(exc) + _drop_old(writer, key, known))
+                continue
             except OSError as exc:
                 report.failed += 1
-                report.errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+                report.errors.append(f"{shown(path)}: cannot read: {exc.strerror or exc}")
                 continue
             if known.get(key) == sha:
                 report.unchanged += 1
@@ -105,19 +140,24 @@ def ingest(
                 chunks = chunker.split(doc, key)
                 if not chunks:
                     raise LoadError(path, "no text left after chunking")
-                vectors = embedder.embed([c.text for c in chunks])
+                vectors = []
+                for at in range(0, len(chunks), EMBED_STEP):
+                    vectors.append(embedder.embed([c.text for c in chunks[at:at + EMBED_STEP]]))
+                    embedded += len(vectors[-1])
+                    notify(Progress(done, len(files), embedded, path, min(at + EMBED_STEP, len(chunks)), len(chunks)))
             except LoadError as exc:
                 report.failed += 1
-                report.errors.append(str(exc))
+                report.errors.append(str(exc) + _drop_old(writer, key, known))
                 continue
-            report.warnings += [f"{path}: {w}" for w in doc.warnings]
-            writer.replace_file(key, sha, size, chunks, vectors)
+            report.warnings += [f"{shown(path)}: {w}" for w in doc.warnings]
+            writer.replace_file(key, sha, size, chunks, np.concatenate(vectors))
             if key in known:
                 report.changed += 1
             else:
                 report.new += 1
             if writer.pending >= COMMIT_EVERY:
                 _commit(writer, report)
+        notify(Progress(len(files), len(files), embedded))
         if prune:
             for key in known:
                 if not Path(key).exists():
@@ -128,7 +168,16 @@ def ingest(
     return report
 
 
-def _commit(writer, report: IngestReport) -> None:
+def _drop_old(writer: Writer, key: str, known: dict[str, str]) -> str:
+    """A stored file that changed and broke: its old text is no longer what the file says, so it
+    must not be served as current. Returns the note for its error line."""
+    if key not in known:
+        return ""
+    writer.remove_file(key)
+    return "; its previous chunks were removed"
+
+
+def _commit(writer: Writer, report: IngestReport) -> None:
     added, removed = writer.commit()
     report.chunks_added += added
     report.chunks_removed += removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,20 +49,18 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ingest.pipeline import ingest
     from rag.components import make_chunker, make_embedder, open_collection
 
     settings = _settings(args)
     embedder = make_embedder(settings)
     collection = open_collection(settings, embedder, create=True)
-    progress = (lambda files: tqdm(files, desc="ingest", unit="file", file=sys.stderr,
-                                   disable=args.json and not sys.stderr.isatty()))
-    report = ingest(
-        args.paths, collection, embedder, make_chunker(settings, embedder), prune=args.prune,
-        index_type=settings.index_type, exact_threshold=settings.exact_threshold, progress=progress,
-    )
+    with _IngestBar(disable=args.json and not sys.stderr.isatty()) as bar:
+        report = ingest(
+            args.paths, collection, embedder, make_chunker(settings, embedder), prune=args.prune,
+            index_type=settings.index_type, exact_threshold=settings.exact_threshold, wait=args.wait,
+            progress=bar.update,
+        )
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
@@ -69,10 +68,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"error: {line}", file=sys.stderr)
         for line in report.warnings:
             print(f"warning: {line}", file=sys.stderr)
+        if args.verbose:
+            for line in report.skipped_files:
+                print(f"skipped: {line}", file=sys.stderr)
         print(report.summary())
     if report.failed and (args.strict or report.ingested == 0):
         return 1
     return 0
+
+
+class _IngestBar:
+    """tqdm over files, whose postfix counts chunks embedded, so one huge file still shows progress."""
+
+    def __init__(self, disable: bool):
+        self.disable = disable
+        self.bar = None
+
+    def __enter__(self) -> "_IngestBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, event) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event.files_total, desc="ingest", unit="file", file=sys.stderr, disable=self.disable)
+        self.bar.n = event.files_done
+        within = f" ({event.file_chunks_done}/{event.file_chunks_total} of {event.file.name})" if event.file else ""
+        self.bar.set_postfix_str(f"{event.chunks_embedded} chunks embedded{within}", refresh=False)
+        self.bar.refresh()
 
 
 def _read_queries(path: str) -> list[str]:
@@ -305,6 +332,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from rag.check import check_collection, repair_collection
+    from rag.components import open_collection
+
+    settings = _settings(args)
+    collection = open_collection(settings)
+    report = check_collection(collection)
+    if args.repair and report.problems:
+        report.repaired = repair_collection(collection, wait=args.wait)
+        report.problems = check_collection(collection, sources=False).problems
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        for line in report.problems:
+            print(f"problem: {line}")
+        for line in report.repaired:
+            print(f"repaired: {line}")
+        for line in report.notes:
+            print(f"note: {line}")
+        state = "ok" if report.ok else f"{len(report.problems)} problem(s); rag check --repair fixes what it can"
+        print(f"collection '{report.collection}': {report.files} files, {report.chunks} chunks, "
+              f"generation {report.generation}: {state}")
+    return 0 if report.ok else 1
+
+
 def cmd_collections(args: argparse.Namespace) -> int:
     from rag.store import list_collections
 
@@ -317,7 +369,11 @@ def cmd_collections(args: argparse.Namespace) -> int:
     else:
         print(f"{'name':20} {'files':>6} {'chunks':>7}  {'index':6} model")
         for info in infos:
-            print(f"{info.name:20} {info.files:>6} {info.chunks:>7}  {info.index_type:6} {info.model}")
+            if info.damaged:
+                print(f"{info.name:20} DAMAGED: {info.damaged}")
+            else:
+                print(f"{info.name:20} {info.files:>6} {info.chunks:>7}  {info.index_type:6} {info.model}")
+
     return 0
 
 
@@ -344,7 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="remove chunks of files that no longer exist")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--wait", type=float, nargs="?", const=math.inf, default=0.0, metavar="SECONDS",
+                   help="queue behind another ingest into the same collection (for SECONDS, or until it ends)")
+    p.add_argument("--verbose", "-v", action="store_true", help="list the files skipped inside folders")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("check", help="verify that a collection's index, database and folder agree")
+    with_collection(p)
+    p.add_argument("--repair", action="store_true", help="rebuild the index from the stored vectors, drop orphans")
+    p.add_argument("--wait", type=float, nargs="?", const=math.inf, default=0.0, metavar="SECONDS",
+                   help="with --repair: queue behind a running ingest")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("retrieve", help="show the chunks retrieved for a question (no model)")
     p.add_argument("question", nargs="?")

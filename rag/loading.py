@@ -7,11 +7,13 @@ inter-word spaces) by falling back to pypdfium2. It does not chunk, embed or sto
 from __future__ import annotations
 
 import glob
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 import ftfy
 from charset_normalizer import from_bytes
@@ -31,9 +33,16 @@ class LoadError(Exception):
     """A file that cannot be turned into text; the message names the file and the reason."""
 
     def __init__(self, path: Path | str, reason: str):
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{shown(path)}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def shown(path: Path | str) -> str:
+    """A path as it appears in a one-line message: quoted and escaped when it holds a newline or
+    another unprintable character, so a file name can never split or forge a message line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 @dataclass
@@ -49,14 +58,29 @@ class Document:
     warnings: list[str] = field(default_factory=list)
 
 
-def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadError]]:
-    """Expand files, folders (recursively) and glob patterns into supported files.
+@dataclass
+class Discovered:
+    files: list[Path]  # supported regular files, resolved, each once
+    errors: list[LoadError]  # paths the user named that cannot be ingested
+    skipped: list[tuple[Path, str]]  # (path, reason): files inside folders that were passed over
 
-    Inside folders, unsupported files are ignored; a path the user named explicitly that is missing
-    or unsupported is an error.
+    def skipped_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, reason in self.skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+def discover(paths: Iterable[str | Path]) -> Discovered:
+    """Expand files, folders (recursively, following links once) and glob patterns into supported files.
+
+    A path the user named (or a glob matched) that is missing, unsupported or not a regular file is
+    an error; inside folders such files are skipped and counted by reason, as are hidden files and
+    symbolic-link loops.
     """
     found: dict[Path, None] = {}
     errors: list[LoadError] = []
+    skipped: list[tuple[Path, str]] = []
     for raw in paths:
         raw = str(raw)
         matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
@@ -64,30 +88,79 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadError]]:
             errors.append(LoadError(raw, "no file matches this pattern"))
         for path in matches:
             if path.is_dir():
-                for child in sorted(path.rglob("*")):
-                    if child.is_file() and child.suffix.lower() in SUPPORTED_SUFFIXES and not _hidden(child, path):
+                for child, reason in _walk(path):
+                    if reason:
+                        skipped.append((child, reason))
+                    else:
                         found[child.resolve()] = None
-            elif not path.exists():
-                errors.append(LoadError(path, "no such file or folder"))
-            elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                errors.append(
-                    LoadError(path, f"unsupported file type {path.suffix or '(none)'!r}; "
-                              f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
-                )
+                continue
+            reason = _unusable(path)
+            if reason:
+                errors.append(LoadError(path, reason))
             else:
                 found[path.resolve()] = None
-    return list(found), errors
+    return Discovered(list(found), errors, skipped)
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _unusable(path: Path) -> str:
+    """Why a file cannot be ingested ("" when it can): missing, not a regular file, unsupported type."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "no such file or folder"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, device or socket); only regular files are read"
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        return (f"unsupported file type {path.suffix or '(none)'!r}; "
+                f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    return ""
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    """(file, "") for each supported file under root, (path, reason) for each one passed over.
+    Linked folders are followed, but a folder already visited (a link loop) is not entered twice."""
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            yield Path(folder), "symbolic-link loop (folder already visited)"
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        for name in [d for d in dirs if d.startswith(".")]:
+            dirs.remove(name)
+            yield Path(folder) / name, "hidden"
+        for name in sorted(names):
+            path = Path(folder) / name
+            reason = "hidden" if name.startswith(".") else _unusable(path)
+            if reason.startswith("unsupported file type"):
+                reason = f"unsupported file type {path.suffix.lower() or '(none)'!r}"
+            yield path, reason
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading only if it is a regular file: a FIFO or device (also behind a
+    symbolic link) is refused without blocking, even if it replaced the file after discovery."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise LoadError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LoadError(path, "not a regular file (a FIFO, device or socket); only regular files are read")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def load(path: Path) -> Document:
     """Read one supported file into pages of text; raise LoadError naming the file on failure."""
     suffix = path.suffix.lower()
     try:
-        data = path.read_bytes()
+        with open_regular(path) as fh:
+            data = fh.read()
     except OSError as exc:
         raise LoadError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data.strip():
@@ -97,9 +170,10 @@ def load(path: Path) -> Document:
     else:
         text, warnings = decode_text(path, data)
         if suffix in HTML_SUFFIXES:
-            from inscriptis import get_text
+            from rag.html_text import html_to_text
 
-            text = get_text(text)
+            text, notes = html_to_text(text)
+            warnings += notes
         doc = Document(path, [Page(text, None)], warnings)
     if not any(p.text.strip() for p in doc.pages):
         raise LoadError(path, "no text found in file")

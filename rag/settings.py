@@ -7,12 +7,15 @@ receives a `Settings` and never reads the environment or `sys.argv` itself.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 MODES = ("dense", "bm25", "hybrid")
+# A collection is a folder: a name that is safe on every file system and in every message.
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BACKENDS = ("local", "server")
 INDEX_TYPES = ("auto", "flat", "ivf")
 
@@ -61,8 +64,11 @@ class Settings:
         self.home = Path(self.home).expanduser()
         self.cache_dir = Path(self.cache_dir).expanduser()
         self.adapters_dir = Path(self.adapters_dir).expanduser()
-        if not self.collection or "/" in self.collection or self.collection.startswith("."):
-            raise ValueError(f"collection name {self.collection!r} is invalid: use letters, digits, '-' or '_'")
+        if not COLLECTION_NAME.fullmatch(self.collection):
+            raise ValueError(
+                f"collection name {self.collection!r} is invalid: use 1-64 letters, digits, '-' or '_', "
+                "starting with a letter or digit"
+            )
         for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")

@@ -1,5 +1,7 @@
 import shutil
 
+import pytest
+
 from conftest import SAMPLE
 from ingest.pipeline import ingest
 
@@ -67,11 +69,95 @@ def test_bad_files_are_reported_and_the_rest_lands(tmp_path, collection, embedde
     assert files == stored[0] + 1 and chunks == stored[1] + 1  # nothing lost, the good file added
 
 
-def test_changed_file_that_breaks_keeps_its_old_chunks(tmp_path, collection, embedder, chunker):
+@pytest.mark.parametrize("broken", [b"\x00\x00\x00binary now" * 50, b"", b"   \n"])
+def test_changed_file_that_breaks_loses_its_old_chunks(tmp_path, collection, embedder, chunker, broken):
     doc = tmp_path / "doc.txt"
     doc.write_text("The lighthouse was first lit in 1887.")
-    ingest([doc], collection, embedder, chunker)
-    doc.write_bytes(b"\x00\x00\x00binary now" * 50)
-    report = ingest([doc], collection, embedder, chunker)
-    assert report.failed == 1
-    assert "1887" in collection.chunks_of(str(doc))[0].text
+    other = tmp_path / "other.txt"
+    other.write_text("Marmots hibernate for about six months.")
+    ingest([doc, other], collection, embedder, chunker)
+    doc.write_bytes(broken)
+    report = ingest([doc, other], collection, embedder, chunker)
+    assert (report.failed, report.unchanged, report.chunks_removed) == (1, 1, 1)
+    assert report.errors[0].endswith("; its previous chunks were removed")
+    assert collection.chunks_of(str(doc)) == []  # 1887 is no longer served as if the file said it
+    assert collection.file_hashes().keys() == {str(other)}
+    assert collection.index.ntotal == collection.count()[1] == 1
+
+
+def test_fifo_and_device_files_are_refused_without_blocking(tmp_path, collection, embedder, chunker):
+    import os
+
+    good = tmp_path / "good.txt"
+    good.write_text("The dust bin holds 0.4 litres.")
+    os.mkfifo(tmp_path / "x.txt")
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    report = ingest([str(tmp_path / "*.txt")], collection, embedder, chunker)  # a glob matches the FIFO
+    assert (report.new, report.failed) == (1, 2)
+    assert all("not a regular file" in e for e in report.errors)
+    folder = ingest([tmp_path], collection, embedder, chunker)  # inside a folder: skipped, counted
+    assert folder.failed == 0 and folder.skipped["not a regular file (a FIFO, device or socket); " 
+                                                  "only regular files are read"] == 2
+
+
+def test_folder_walk_reports_what_it_skips(tmp_path, collection, embedder, chunker):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("Alpha notes about lighthouses.")
+    (docs / "report.docx").write_bytes(b"PK\x03\x04")
+    (docs / "sheet.xlsx").write_bytes(b"PK\x03\x04")
+    (docs / ".secret.txt").write_text("hidden")
+    (docs / "sub" / "loop").symlink_to(docs, target_is_directory=True)  # a symbolic-link loop
+    (docs / "sub" / "b.txt").write_text("Beta notes about marmots.")
+    report = ingest([docs], collection, embedder, chunker)
+    assert (report.new, report.failed) == (2, 0)
+    assert report.skipped == {"unsupported file type '.docx'": 1, "unsupported file type '.xlsx'": 1,
+                              "hidden": 1, "symbolic-link loop (folder already visited)": 1}
+    assert "skipped in folders:" in report.summary()
+    assert any(line.endswith("report.docx: unsupported file type '.docx'") for line in report.skipped_files)
+
+
+def test_a_name_with_a_newline_cannot_forge_an_error_line(tmp_path, collection, embedder, chunker):
+    evil = tmp_path / "x.txt\nerror: forged.txt"
+    evil.write_bytes(b"")
+    report = ingest([evil], collection, embedder, chunker)
+    assert len(report.errors) == 1 and "\n" not in report.errors[0]
+    assert report.errors[0].startswith("'") and report.errors[0].endswith("': empty file")
+
+
+def test_progress_moves_within_a_large_file(tmp_path, collection, embedder, chunker, monkeypatch):
+    import ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "EMBED_STEP", 4)
+    big = tmp_path / "big.txt"
+    big.write_text("\n\n".join(f"Paragraph {n} says the lamp number {n} burns oil. " * 30 for n in range(12)))
+    events = []
+    ingest([big], collection, embedder, chunker, progress=events.append)
+    within = [e for e in events if e.file is not None]
+    assert len(within) >= 3 and within[-1].file_chunks_done == within[-1].file_chunks_total
+    assert [e.chunks_embedded for e in within] == sorted(e.chunks_embedded for e in within)
+    assert events[-1].files_done == events[-1].files_total == 1
+
+
+def test_second_ingest_waits_for_the_lock(tmp_path, collection, embedder, chunker):
+    import threading
+    import time
+
+    from rag.store import Collection, CollectionError
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The ferry leaves at noon.")
+    other = Collection.open(collection.folder)
+    with collection.writer():
+        with pytest.raises(CollectionError, match="being written by another process; add --wait"):
+            ingest([doc], other, embedder, chunker)
+        with pytest.raises(CollectionError, match=r"waited 0.3 s"):
+            ingest([doc], other, embedder, chunker, wait=0.3)
+    results = []
+    with collection.writer():
+        worker = threading.Thread(target=lambda: results.append(ingest([doc], other, embedder, chunker, wait=30)))
+        worker.start()
+        time.sleep(0.5)
+        assert not results  # still queued behind the first writer
+    worker.join(timeout=60)
+    assert results and results[0].new == 1

@@ -98,9 +98,10 @@ def test_discover_walks_folders_and_globs_and_reports_bad_paths(tmp_path: Path):
     (tmp_path / "a" / ".hidden" / "secret.txt").write_text("no")
     (tmp_path / "two.txt").write_text("two")
     (tmp_path / "named.docx").write_text("x")
-    files, errors = discover([tmp_path / "a", str(tmp_path / "*.txt"), tmp_path / "missing.pdf", tmp_path / "named.docx"])
-    assert sorted(p.name for p in files) == ["one.md", "two.txt"]
-    messages = [str(e) for e in errors]
+    found = discover([tmp_path / "a", str(tmp_path / "*.txt"), tmp_path / "missing.pdf", tmp_path / "named.docx"])
+    assert sorted(p.name for p in found.files) == ["one.md", "two.txt"]
+    assert found.skipped_counts() == {"unsupported file type '.png'": 1, "hidden": 1}
+    messages = [str(e) for e in found.errors]
     assert any("missing.pdf: no such file or folder" in m for m in messages)
     assert any("named.docx: unsupported file type '.docx'" in m for m in messages)
 
@@ -121,3 +122,14 @@ def test_pdf_with_owner_password_only_is_read(tmp_path: Path):
     with open(path, "wb") as fh:
         writer.write(fh)
     assert "33 days" in " ".join(load(path).pages[2].text.split())
+
+
+@pytest.mark.parametrize("depth", [300, 3000, 10_000])
+def test_deeply_nested_html_keeps_its_text(tmp_path: Path, depth):
+    path = tmp_path / "deep.html"
+    path.write_text("<html><body><p>Before the nest.</p>" + "<div>" * depth + "The deep sentence."
+                    + "</div>" * depth + "<p>After the nest.</p></body></html>")
+    doc = load(path)
+    text = " ".join(doc.pages[0].text.split())
+    assert "Before the nest. The deep sentence. After the nest." == text
+    assert depth < 1000 or any("nested too deep" in w for w in doc.warnings)

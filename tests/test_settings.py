@@ -46,3 +46,15 @@ def test_unknown_toml_key(tmp_path: Path):
     toml.write_text("colection = 'typo'\n")
     with pytest.raises(ValueError, match=r"unknown setting 'colection'"):
         load_settings(toml, environ={})
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "two words", "star*", "back\\slash", "new\nline", ".hidden", "-dash",
+                                  "a/b", ""])
+def test_collection_names_are_validated_as_documented(name):
+    with pytest.raises(ValueError, match="use 1-64 letters, digits, '-' or '_'"):
+        Settings(collection=name)
+
+
+def test_valid_collection_names():
+    for name in ("sample", "python-faq", "Work_2026", "x" * 64):
+        assert Settings(collection=name).collection == name
