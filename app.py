@@ -15,10 +15,11 @@ from ingest.uploads import save_uploads
 from rag.adapters import list_adapters
 from rag.answer import Assistant
 from rag.components import make_chunker, make_embedder, make_generator, open_collection
-from rag.generator import GenerationError, check_server
+from rag.errors import ConfigError, RagError
+from rag.generator import check_server
 from rag.retriever import Retriever
 from rag.settings import MODES, Settings, load_settings
-from rag.store import CollectionError, list_collections
+from rag.store import list_collections
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UPLOAD_WAIT_S = 600.0  # how long an upload queues behind another ingest into the same collection
@@ -135,7 +136,7 @@ if question:
         try:
             answer_mode = ANSWER_MODES[mode_label]
             if answer_mode.startswith("lora") and adapter is None:
-                raise ValueError("choose an adapter for the LoRA modes (none is available yet)")
+                raise ConfigError("choose an adapter for the LoRA modes (none is available yet)")
             use_rag = answer_mode in ("rag", "lora+rag")
             retriever = retriever_for(settings.replace(k=base.k, mode=base.mode)) if use_rag else None
             generator = generator_for(settings, adapter)
@@ -147,5 +148,5 @@ if question:
             sources = [hit.as_dict() for hit in stream.sources]
             show_sources(sources)
             st.session_state.messages.append({"role": "assistant", "content": text, "sources": sources})
-        except (GenerationError, CollectionError, ValueError) as exc:
+        except RagError as exc:  # the user's to fix; any other exception is a bug and shows its traceback
             st.error(str(exc))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from rag.errors import ConfigError
+
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
@@ -41,12 +43,12 @@ def write_beir(folder: str | Path, corpus: dict[str, dict[str, str]], queries: d
     """Write the three files, creating folders; the qrels are checked before anything is written."""
     for query_id, judged in qrels.items():
         if query_id not in queries:
-            raise ValueError(f"qrels name query {query_id!r}, which is not among the queries")
+            raise ConfigError(f"qrels name query {query_id!r}, which is not among the queries")
         for doc_id, score in judged.items():
             if doc_id not in corpus:
-                raise ValueError(f"qrels for query {query_id!r} name doc {doc_id!r}, which is not in the corpus")
+                raise ConfigError(f"qrels for query {query_id!r} name doc {doc_id!r}, which is not in the corpus")
             if not isinstance(score, int) or isinstance(score, bool):
-                raise ValueError(f"qrels score for ({query_id!r}, {doc_id!r}) must be an int, got {score!r}")
+                raise ConfigError(f"qrels score for ({query_id!r}, {doc_id!r}) must be an int, got {score!r}")
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
@@ -66,7 +68,7 @@ def write_beir(folder: str | Path, corpus: dict[str, dict[str, str]], queries: d
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline) for each non-blank line."""
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise ConfigError(f"{path}: file not found")
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
@@ -81,16 +83,16 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, str, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: bad JSON ({error.msg} at column {error.colno})") from None
+            raise ConfigError(f"{path}:{number}: bad JSON ({error.msg} at column {error.colno})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            raise ConfigError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         if row.get("_id") in (None, ""):
-            raise ValueError(f"{path}:{number}: missing '_id'")
+            raise ConfigError(f"{path}:{number}: missing '_id'")
         row_id = str(row["_id"])  # some published sets write numeric ids
         if row_id in seen:
-            raise ValueError(f"{path}:{number}: duplicate _id {row_id!r}")
+            raise ConfigError(f"{path}:{number}: duplicate _id {row_id!r}")
         if not isinstance(row.get("text"), str):
-            raise ValueError(f"{path}:{number}: missing 'text' string for _id {row_id!r}")
+            raise ConfigError(f"{path}:{number}: missing 'text' string for _id {row_id!r}")
         seen.add(row_id)
         yield row_id, row["text"], row
 
@@ -101,24 +103,24 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict[str,
     first = next(lines, None)
     if first is None or tuple(first[1].split("\t")) != QRELS_HEADER:
         where = f"{path}:{first[0]}" if first else str(path)
-        raise ValueError(f"{where}: expected the tab-separated header query-id, corpus-id, score")
+        raise ConfigError(f"{where}: expected the tab-separated header query-id, corpus-id, score")
     for number, line in lines:
         fields = line.split("\t")
         if len(fields) != 3:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}:{number}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(fields)}"
             )
         query_id, doc_id, score = fields
         try:
             grade = int(score)
         except ValueError:
-            raise ValueError(f"{path}:{number}: score {score!r} is not an integer") from None
+            raise ConfigError(f"{path}:{number}: score {score!r} is not an integer") from None
         if query_id not in queries:
-            raise ValueError(f"{path}:{number}: query-id {query_id!r} is not in queries.jsonl")
+            raise ConfigError(f"{path}:{number}: query-id {query_id!r} is not in queries.jsonl")
         if doc_id not in corpus:
-            raise ValueError(f"{path}:{number}: corpus-id {doc_id!r} is not in corpus.jsonl")
+            raise ConfigError(f"{path}:{number}: corpus-id {doc_id!r} is not in corpus.jsonl")
         if doc_id in qrels.get(query_id, {}):
-            raise ValueError(f"{path}:{number}: duplicate judgement for ({query_id!r}, {doc_id!r})")
+            raise ConfigError(f"{path}:{number}: duplicate judgement for ({query_id!r}, {doc_id!r})")
         qrels.setdefault(query_id, {})[doc_id] = grade
     return qrels
 

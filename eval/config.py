@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.errors import ConfigError
+
 ARMS = ("base", "rag", "lora", "lora+rag")
 LORA_ARMS = ("lora", "lora+rag")
 RAG_ARMS = ("rag", "lora+rag")
@@ -48,21 +50,21 @@ class EvalConfig:
         self.qa, self.out = (Path(self.qa) if self.qa else None), Path(self.out)
         self.beir = Path(self.beir) if self.beir else None
         if self.qa is None and self.beir is None:
-            raise ValueError("give the questions: a qa JSONL file, or a BEIR folder")
+            raise ConfigError("give the questions: a qa JSONL file, or a BEIR folder")
         self.update_docs = Path(self.update_docs) if self.update_docs else None
         self.update_qa = Path(self.update_qa) if self.update_qa else None
         self.arms = tuple(a.strip() for a in (self.arms.split(",") if isinstance(self.arms, str) else self.arms))
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
-            raise ValueError(f"arms must be among {', '.join(ARMS)}; got {', '.join(self.arms) or 'none'}")
+            raise ConfigError(f"arms must be among {', '.join(ARMS)}; got {', '.join(self.arms) or 'none'}")
         if any(a in LORA_ARMS for a in self.arms) and not self.adapter:
-            raise ValueError("the lora arms need an adapter: --adapter NAME (see rag adapters)")
+            raise ConfigError("the lora arms need an adapter: --adapter NAME (see rag adapters)")
         if (self.update_docs is None) != (self.update_qa is None):
-            raise ValueError("a knowledge update needs both update_docs and update_qa")
+            raise ConfigError("a knowledge update needs both update_docs and update_qa")
         if self.limit < 0 or self.sample < 0 or self.bootstrap < 100 or self.update_steps <= 0:
-            raise ValueError("limit and sample must be >= 0, bootstrap >= 100 and update_steps > 0")
+            raise ConfigError("limit and sample must be >= 0, bootstrap >= 100 and update_steps > 0")
         if self.limit and self.sample:
-            raise ValueError(f"give limit ({self.limit}) or sample ({self.sample}), not both")
+            raise ConfigError(f"give limit ({self.limit}) or sample ({self.sample}), not both")
         self.name = self.name or self.out.name
 
     def as_dict(self) -> dict:
@@ -81,16 +83,16 @@ def load_experiment(folder: Path) -> EvalConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such experiment config") from None
+        raise ConfigError(f"{path}: no such experiment config") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     names = {f.name for f in dataclasses.fields(EvalConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     data.setdefault("out", str(Path(folder) / "report"))
     data.setdefault("name", Path(folder).name)
     if "qa" not in data and "beir" not in data:
-        raise ValueError(f"{path}: 'qa' (the questions file) or 'beir' (a BEIR folder) is required")
+        raise ConfigError(f"{path}: 'qa' (the questions file) or 'beir' (a BEIR folder) is required")
     data.setdefault("qa", None)
     return EvalConfig(**data)

@@ -13,9 +13,18 @@ from typing import Callable
 
 from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
 from eval.runner import (
-    Arms, RunData, answer_all, beir_questions, index_build_seconds, rankings, read_qa, relevant_chunks,
-    relevant_from_qrels, token_counter,
+    Arms,
+    RunData,
+    answer_all,
+    beir_questions,
+    index_build_seconds,
+    rankings,
+    read_qa,
+    relevant_chunks,
+    relevant_from_qrels,
+    token_counter,
 )
+from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.settings import Settings
 
@@ -130,7 +139,7 @@ def knowledge_update(config: EvalConfig, settings: Settings, embedder, collectio
         report = ingest([config.update_docs], updated, embedder, chunker)
         rag_seconds = time.perf_counter() - start
         if report.failed:
-            raise ValueError(f"{config.update_docs}: update documents failed to ingest: {'; '.join(report.errors)}")
+            raise ConfigError(f"{config.update_docs}: update documents failed to ingest: {'; '.join(report.errors)}")
 
     start = time.perf_counter()
     only_new = Collection.open(scratch / "new-only", embedder.name, embedder.dim, create=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from eval import metrics
 from eval.config import ARMS, RAG_ARMS, EvalConfig
 from eval.scoring import ANSWER_METRICS, RETRIEVAL_METRICS, score_answer, score_retrieval, similarities
+from rag.errors import ConfigError
 
 PAIRS = (("rag", "base"), ("lora", "base"), ("lora+rag", "rag"), ("lora+rag", "lora"), ("rag", "lora"))
 PAIRED_METRICS = ("fact_recall", "token_f1", "semantic_sim")
@@ -320,9 +321,9 @@ def load_results(path: Path) -> dict:
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{file}: no results.json (run rag eval first)") from None
+        raise ConfigError(f"{file}: no results.json (run rag eval first)") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{file}: not valid JSON ({exc.msg})") from None
+        raise ConfigError(f"{file}: not valid JSON ({exc.msg})") from None
 
 
 def compare(a: dict, b: dict) -> list[str]:

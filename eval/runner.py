@@ -19,6 +19,7 @@ from typing import Callable
 
 from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
 from rag.answer import Assistant
+from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.jsonl import read_jsonl
 from rag.retriever import Hit, Retriever
@@ -55,20 +56,20 @@ def read_qa(path: Path) -> list[dict]:
     rows, seen = [], set()
     for number, row in read_jsonl(path):
         if not isinstance(row, dict) or not str(row.get("question", "")).strip():
-            raise ValueError(f"{path}:{number}: expected an object with a non-empty 'question'")
+            raise ConfigError(f"{path}:{number}: expected an object with a non-empty 'question'")
         row.setdefault("id", f"q{number}")
         row["id"] = str(row["id"])
         if row["id"] in seen:
-            raise ValueError(f"{path}:{number}: duplicate id {row['id']!r}")
+            raise ConfigError(f"{path}:{number}: duplicate id {row['id']!r}")
         seen.add(row["id"])
         if not isinstance(row.setdefault("facts", []), list):
-            raise ValueError(f"{path}:{number}: 'facts' must be a list of strings")
+            raise ConfigError(f"{path}:{number}: 'facts' must be a list of strings")
         row.setdefault("answer", "")
         row.setdefault("evidence", "")
         row.setdefault("answerable", bool(row["answer"]))
         rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no questions")
+        raise ConfigError(f"{path}: no questions")
     return rows
 
 
@@ -89,7 +90,7 @@ class Arms:
     def assistant(self, arm: str) -> Assistant:
         generator = self.tuned if arm in LORA_ARMS else self.base
         if generator is None:
-            raise ValueError(f"arm {arm!r} needs an adapter")
+            raise ConfigError(f"arm {arm!r} needs an adapter")
         return Assistant(generator, self.retriever, k=self.settings.k, retrieval_mode=self.settings.mode,
                          max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
 

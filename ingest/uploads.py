@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable
 
+from rag.errors import ConfigError
 from rag.loading import SUPPORTED_SUFFIXES, shown
 
 UPLOAD_DIR = "uploads"
@@ -32,7 +33,7 @@ def safe_upload_name(name: str) -> str:
     if _RESERVED.fullmatch(base):
         base = f"_{base}"
     if not base or not Path(base).stem or set(Path(base).stem) <= {"_"}:
-        raise ValueError(f"upload name {name!r} is not usable as a file name")
+        raise ConfigError(f"upload name {name!r} is not usable as a file name")
     return _shorten(base, MAX_NAME_BYTES)
 
 
@@ -81,4 +82,4 @@ def _store(folder: Path, name: str, content: bytes) -> Path:
         except FileExistsError:
             if candidate.is_file() and candidate.read_bytes() == content:
                 return candidate
-    raise ValueError(f"{shown(name)}: too many uploads with this name")
+    raise ConfigError(f"{shown(name)}: too many uploads with this name")

@@ -14,11 +14,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.errors import RagError
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CARD_FILE = "card.json"
 
 
-class AdapterError(Exception):
+class AdapterError(RagError):
     """An adapter name or folder that cannot be used; the message names it and says why."""
 
 

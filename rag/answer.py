@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.prompts import base_messages, rag_messages
 from rag.retriever import Hit, Retriever
@@ -48,13 +49,13 @@ class Assistant:
     def prepare(self, question: str, mode: str = "rag") -> tuple[list[dict], list[Hit], float]:
         """Messages and sources for a question, and the seconds retrieval took."""
         if not question or not question.strip():
-            raise ValueError("question is empty")
+            raise ConfigError("question is empty")
         if mode not in ANSWER_MODES:
-            raise ValueError(f"mode must be one of {', '.join(ANSWER_MODES)}; got {mode!r}")
+            raise ConfigError(f"mode must be one of {', '.join(ANSWER_MODES)}; got {mode!r}")
         if mode == "base":
             return base_messages(question), [], 0.0
         if self.retriever is None:
-            raise ValueError("mode 'rag' needs a collection to retrieve from")
+            raise ConfigError("mode 'rag' needs a collection to retrieve from")
         start = time.perf_counter()
         hits = self.retriever.search(question, k=self.k, mode=self.retrieval_mode)
         return rag_messages(question, hits), hits, time.perf_counter() - start

@@ -12,6 +12,7 @@ from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from rag.errors import ConfigError
 from rag.loading import Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP], added by the embedder around every chunk
@@ -36,7 +37,7 @@ class Chunker:
         """`max_tokens` is the embedder's max sequence length, special tokens included."""
         limit = max_tokens - SPECIAL_TOKENS
         if chunk_size > limit:
-            raise ValueError(
+            raise ConfigError(
                 f"chunk_size {chunk_size} exceeds the embedding model's limit of {limit} tokens "
                 f"(max_seq_length {max_tokens} minus {SPECIAL_TOKENS} special tokens)"
             )

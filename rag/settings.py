@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from rag.errors import ConfigError
+
 MODES = ("dense", "bm25", "hybrid")
 # A collection is a folder: a name that is safe on every file system and in every message.
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -65,15 +67,15 @@ class Settings:
         self.cache_dir = Path(self.cache_dir).expanduser()
         self.adapters_dir = Path(self.adapters_dir).expanduser()
         if not COLLECTION_NAME.fullmatch(self.collection):
-            raise ValueError(
+            raise ConfigError(
                 f"collection name {self.collection!r} is invalid: use 1-64 letters, digits, '-' or '_', "
                 "starting with a letter or digit"
             )
         for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
-            raise ValueError(
+            raise ConfigError(
                 f"chunk_overlap must be in [0, chunk_size={self.chunk_size}), got {self.chunk_overlap!r}"
             )
         _check_choice("mode", self.mode, MODES)
@@ -81,9 +83,9 @@ class Settings:
         _check_choice("index_type", self.index_type, INDEX_TYPES)
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature!r}")
+            raise ConfigError(f"temperature must be in [0, 2], got {self.temperature!r}")
         if self.request_timeout <= 0 or self.max_retries < 0:
-            raise ValueError("request_timeout must be positive and max_retries non-negative")
+            raise ConfigError("request_timeout must be positive and max_retries non-negative")
 
     @property
     def collection_dir(self) -> Path:
@@ -95,7 +97,7 @@ class Settings:
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -110,7 +112,7 @@ def _coerce(name: str, raw: Any) -> Any:
             return Path(raw)
         return str(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"setting {name} expects {kind}, got {raw!r}") from None
+        raise ConfigError(f"setting {name} expects {kind}, got {raw!r}") from None
 
 
 def load_settings(
@@ -126,10 +128,10 @@ def load_settings(
         try:
             data = tomllib.loads(Path(toml_path).read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{toml_path}: not valid TOML: {exc}") from None
+            raise ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
         for key, raw in data.items():
             if key not in names:
-                raise ValueError(f"{toml_path}: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+                raise ConfigError(f"{toml_path}: unknown setting {key!r}; known: {', '.join(sorted(names))}")
             values[key] = _coerce(key, raw)
     for key in names:
         env_key = "RAG_" + key.upper()

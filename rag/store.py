@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from rag.chunking import Chunk
+from rag.errors import RagError
 from rag.index import Index, build_index, choose_kind, load_index
 
 DB_NAME = "collection.sqlite"
@@ -42,7 +43,7 @@ CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
 """
 
 
-class CollectionError(Exception):
+class CollectionError(RagError):
     """A collection that is missing, empty, damaged, or built for another embedding model."""
 
 
