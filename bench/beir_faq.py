@@ -53,8 +53,7 @@ def main() -> None:
     doc_of = {doc_file_name(doc_id): doc_id for doc_id in beir.corpus}
     embedder = make_embedder(settings)
     collection = Collection.open(work / "faq", embedder.name, embedder.dim, create=True)
-    report = ingest([docs], collection, embedder, make_chunker(settings, embedder),
-                    progress=lambda files: tqdm(files, desc="ingest", unit="file", file=sys.stderr))
+    report = ingest([docs], collection, embedder, make_chunker(settings, embedder))
     retriever = Retriever(collection, embedder)
 
     judged = [q for q in beir.queries if beir.qrels.get(q)]

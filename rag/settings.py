@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from rag.errors import ConfigError
 
-MODES = ("dense", "bm25", "hybrid")
+# "auto": the mode `rag tune` chose for the collection (recorded in it), else hybrid.
+MODES = ("auto", "dense", "bm25", "hybrid")
 # A collection is a folder: a name that is safe on every file system and in every message.
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BACKENDS = ("local", "server")
@@ -48,7 +49,7 @@ class Settings:
     exact_threshold: int = 20_000
     # Retrieval.
     k: int = 3
-    mode: str = "hybrid"
+    mode: str = "auto"
     # Generation.
     backend: str = "local"  # local: in-process model; server: OpenAI-compatible (vLLM)
     model: str = ""  # local: HF folder ("" = the embedded SmolLM2); server: served model name

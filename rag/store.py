@@ -142,6 +142,16 @@ class Collection:
     def index_type(self) -> str:
         return self._meta("index_type") or "flat"
 
+    def get_meta(self, key: str) -> str | None:
+        """A value recorded in the collection (e.g. by rag tune), re-read from the database."""
+        return self._meta(key)
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Record values in the collection in one transaction; readers see them on their next read."""
+        with self._transaction():
+            for key, value in values.items():
+                self._set_meta(key, value)
+
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
@@ -193,6 +203,17 @@ class Collection:
             f'SELECT vid, id, path, page, start, "end", text FROM chunks WHERE vid IN ({marks})', vids
         )
         return {row[0]: StoredChunk(*row) for row in rows}
+
+    def vectors_by_vid(self, vids: list[int]) -> np.ndarray:
+        """(len(vids), dim) float32 in the order given; a vid that is not stored gives a zero row."""
+        out = np.zeros((len(vids), self.dim), dtype=np.float32)
+        if vids:
+            marks = ",".join("?" * len(vids))
+            rows = dict(self.db.execute(f"SELECT vid, vector FROM chunks WHERE vid IN ({marks})", vids))
+            for row, vid in enumerate(vids):
+                if vid in rows:
+                    out[row] = np.frombuffer(rows[vid], dtype=np.float32)
+        return out
 
     def all_texts(self) -> tuple[list[int], list[str]]:
         rows = self.db.execute("SELECT vid, text FROM chunks ORDER BY vid").fetchall()

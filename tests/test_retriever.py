@@ -35,8 +35,27 @@ def test_bad_questions_and_empty_collection(sample_collection, collection, embed
     retriever = Retriever(sample_collection, embedder)
     with pytest.raises(ValueError, match="question is empty"):
         retriever.search("   ")
-    with pytest.raises(ValueError, match="mode must be one of dense, bm25, hybrid; got 'magic'"):
+    with pytest.raises(ValueError, match="mode must be one of auto, dense, bm25, hybrid; got 'magic'"):
         retriever.search("tea", mode="magic")
     with pytest.raises(CollectionError, match=r"collection 'coll' is empty; add documents with: rag ingest"):
         Retriever(collection, embedder).search("tea")
     assert retriever.search("the and of", mode="bm25") == []  # only stopwords: nothing to match
+
+
+def test_weighted_fusion_follows_the_heavier_ranking():
+    dense, bm25 = [(1, 0.9), (2, 0.8)], [(2, 12.0), (3, 5.0)]
+    assert [vid for vid, _ in fuse([dense, bm25], (1.0, 0.0))][:2] == [1, 2]
+    assert [vid for vid, _ in fuse([dense, bm25], (0.2, 1.0))][:2] == [2, 3]
+
+
+def test_every_hit_carries_its_dense_cosine(sample_collection, embedder):
+    import numpy as np
+
+    question = "How long do Alpine marmots hibernate?"
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = Retriever(sample_collection, embedder).search(question, k=3, mode=mode)
+        vectors = embedder.embed([h.text for h in hits])
+        expected = vectors @ embedder.embed([question])[0]
+        assert np.allclose([h.dense for h in hits], expected, atol=1e-4)
+    dense = Retriever(sample_collection, embedder).search(question, k=3, mode="dense")
+    assert [h.dense for h in dense] == pytest.approx([h.score for h in dense], abs=1e-5)

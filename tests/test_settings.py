@@ -25,7 +25,7 @@ def test_missing_toml_is_fine(tmp_path: Path):
     ("changes", "message"),
     [
         ({"k": 0}, r"k must be positive, got 0"),
-        ({"mode": "fuzzy"}, r"mode must be one of dense, bm25, hybrid; got 'fuzzy'"),
+        ({"mode": "fuzzy"}, r"mode must be one of auto, dense, bm25, hybrid; got 'fuzzy'"),
         ({"chunk_overlap": 300}, r"chunk_overlap must be in \[0, chunk_size=200\), got 300"),
         ({"collection": "../etc"}, r"collection name '../etc' is invalid"),
         ({"backend": "gpu"}, r"backend must be one of local, server; got 'gpu'"),
