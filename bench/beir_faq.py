@@ -25,60 +25,76 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default=str(ROOT / "data" / "beir" / "python-faq"))
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "beir_faq.json"))
-    args = parser.parse_args()
-
-    from tqdm import tqdm
-
+def faq_collection(set_folder: Path, work: Path):
+    """(beir set, collection, embedder, ingest report, {file name: doc id}) for the FAQ set under
+    `set_folder` (built when missing), ingested into `work`/faq. Ingest is incremental, so a `work`
+    folder kept between runs is reused without embedding again."""
     from eval.beir import doc_file_name, load_beir, write_corpus_files
-    from eval.metrics import bootstrap_ci, hit_at_k, ndcg_at_k, reciprocal_rank
     from ingest.pipeline import ingest
     from rag.components import make_chunker, make_embedder
-    from rag.retriever import Retriever
     from rag.settings import load_settings
     from rag.store import Collection
 
-    folder = Path(args.set)
-    if not (folder / "corpus.jsonl").is_file():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_python_faq_beir.py"), "--out", str(folder)],
+    if not (set_folder / "corpus.jsonl").is_file():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_python_faq_beir.py"), "--out", str(set_folder)],
                        check=True)
-    beir = load_beir(folder)
+    beir = load_beir(set_folder)
     settings = load_settings(environ=os.environ)
-    work = Path(tempfile.mkdtemp(prefix="bench-beir-"))
     docs = work / "docs"
     write_corpus_files(beir, docs)
     doc_of = {doc_file_name(doc_id): doc_id for doc_id in beir.corpus}
     embedder = make_embedder(settings)
     collection = Collection.open(work / "faq", embedder.name, embedder.dim, create=True)
     report = ingest([docs], collection, embedder, make_chunker(settings, embedder))
-    retriever = Retriever(collection, embedder)
+    return beir, collection, embedder, report, doc_of
 
+
+def score_documents(search, beir, doc_of: dict[str, str], desc: str = "") -> dict:
+    """Document-level hit@1, hit@3, MRR and nDCG@10 (mean and 95 % interval) of `search(question)`,
+    a function returning chunk hits, over the judged queries; plus ms per query."""
+    from tqdm import tqdm
+
+    from eval.metrics import bootstrap_ci, hit_at_k, ndcg_at_k, reciprocal_rank
+
+    judged = [q for q in beir.queries if beir.qrels.get(q)]
+    per_query = {"hit@1": [], "hit@3": [], "mrr": [], "ndcg@10": []}
+    start = time.perf_counter()
+    for qid in tqdm(judged, desc=desc, file=sys.stderr):
+        hits = search(beir.queries[qid])  # chunks; several may share a document
+        ranked = list(dict.fromkeys(doc_of[Path(h.source).name] for h in hits))[:10]
+        relevant = beir.qrels[qid]
+        per_query["hit@1"].append(hit_at_k(ranked, relevant, 1))
+        per_query["hit@3"].append(hit_at_k(ranked, relevant, 3))
+        per_query["mrr"].append(reciprocal_rank(ranked, relevant))
+        per_query["ndcg@10"].append(ndcg_at_k(ranked, relevant, 10))
+    seconds = time.perf_counter() - start
+    results = {name: dict(zip(("mean", "low", "high"), bootstrap_ci(values))) for name, values in per_query.items()}
+    results["ms_per_query"] = 1000 * seconds / len(judged)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default=str(ROOT / "data" / "beir" / "python-faq"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "beir_faq.json"))
+    args = parser.parse_args()
+
+    from rag.retriever import Retriever
+
+    work = Path(tempfile.mkdtemp(prefix="bench-beir-"))
+    beir, collection, embedder, report, doc_of = faq_collection(Path(args.set), work)
+    retriever = Retriever(collection, embedder)
     judged = [q for q in beir.queries if beir.qrels.get(q)]
     results = {}
     for mode in ("dense", "bm25", "hybrid"):
-        per_query = {"hit@1": [], "hit@3": [], "mrr": [], "ndcg@10": []}
-        start = time.perf_counter()
-        for qid in tqdm(judged, desc=mode, file=sys.stderr):
-            hits = retriever.search(beir.queries[qid], k=30, mode=mode)  # chunks; several may share a document
-            ranked = list(dict.fromkeys(doc_of[Path(h.source).name] for h in hits))[:10]
-            relevant = beir.qrels[qid]
-            per_query["hit@1"].append(hit_at_k(ranked, relevant, 1))
-            per_query["hit@3"].append(hit_at_k(ranked, relevant, 3))
-            per_query["mrr"].append(reciprocal_rank(ranked, relevant))
-            per_query["ndcg@10"].append(ndcg_at_k(ranked, relevant, 10))
-        seconds = time.perf_counter() - start
-        results[mode] = {name: dict(zip(("mean", "low", "high"), bootstrap_ci(values)))
-                         for name, values in per_query.items()}
-        results[mode]["ms_per_query"] = 1000 * seconds / len(judged)
+        results[mode] = score_documents(lambda question: retriever.search(question, k=30, mode=mode),
+                                        beir, doc_of, desc=mode)
     out = {
         "benchmark": "beir_faq", "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "set": {"queries": len(judged), "corpus_docs": len(beir.corpus), "chunks": report.chunks_added,
                 "ingest_s": round(report.seconds, 1)},
-        "embedding_model": settings.embedding_model, "results": results,
+        "embedding_model": embedder.name, "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -83,9 +83,9 @@ def main() -> None:
             return seconds, body["usage"]["completion_tokens"], body["choices"][0]["message"]["content"]
 
         assistant.ask(questions[0])  # warm-up: first request, first BM25 build
-        bare(assistant.prepare(questions[0])[0], adapter.name)
+        bare(assistant.prepare(questions[0]).messages, adapter.name)
         for question in questions:
-            messages, _, _ = assistant.prepare(question)
+            messages = assistant.prepare(question).messages
             app_s, bare_s, adapter_s, tokens, adapter_tokens, same = [], [], [], 0, 0, 0
             for _ in range(args.repeats):
                 start = time.perf_counter()

@@ -158,15 +158,14 @@ def knowledge_update(config: EvalConfig, settings: Settings, embedder, collectio
             "lora": (new_lora, None, lora_seconds), "lora+rag": (new_lora, updated, None)}
     if rag_seconds is not None:
         arms["lora+rag"] = (new_lora, updated, lora_seconds + rag_seconds)
-    from rag.answer import Assistant
+    from rag.components import make_assistant
 
     for arm in config.arms:
         generator, coll, seconds = arms[arm]
         if arm in RAG_ARMS and coll is None:
             continue
         retriever = Retriever(coll, embedder) if coll is not None else None
-        assistant = Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode,
-                              max_tokens=settings.max_tokens, temperature=settings.temperature)
+        assistant = make_assistant(settings, generator, retriever)
         recalls = []
         for row in progress(questions, desc=f"update: {arm}", unit="answer"):
             answer = assistant.ask(row["question"], "rag" if retriever else "base").answer

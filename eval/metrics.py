@@ -18,46 +18,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from rag.prompts import NO_ANSWER
-
-# Matched as substrings of the lowercased answer with straight apostrophes and single spaces.
-ABSTENTION_PHRASES: tuple[str, ...] = (
-    " ".join(NO_ANSWER.lower().rstrip(".").split()),
-    "i don't know",
-    "i do not know",
-    "i'm not sure",
-    "i am not sure",
-    "not in the provided",
-    "not in the context",
-    "not in the documents",
-    "not mentioned in",
-    "not provided in",
-    "not specified in",
-    "cannot answer",
-    "can't answer",
-    "unable to answer",
-    "cannot be answered",
-    "can't be answered",
-    "cannot be determined",
-    "no information",
-    "not enough information",
-    "insufficient information",
-    "does not say",
-    "doesn't say",
-    "do not say",
-    "does not mention",
-    "doesn't mention",
-    "do not mention",
-    "does not contain",
-    "doesn't contain",
-    "do not contain",
-    "does not specify",
-    "doesn't specify",
-    "cannot find",
-    "can't find",
-    "could not find",
-    "couldn't find",
-)
+from rag.prompts import ABSTENTION_PHRASES, is_abstention  # noqa: F401  (the product's own reading)
 
 # Dropped from answers before faithfulness_proxy and evidence overlap: words any context contains.
 STOPWORDS: frozenset[str] = frozenset(
@@ -145,14 +106,6 @@ def _contains_fact(tokens: list[str], fact: list[str]) -> bool:
         if candidate == last or (not last[-1].isdigit() and candidate.startswith(last)):
             return True
     return False
-
-
-def is_abstention(answer: str) -> bool:
-    """True when the answer declines to answer: the project's NO_ANSWER text or a common refusal
-    from ABSTENTION_PHRASES, matched case-insensitively anywhere in the answer. An empty answer is
-    not an abstention (it is simply wrong)."""
-    text = " ".join(answer.lower().replace("\u2019", "'").replace("\u2018", "'").split())
-    return any(phrase in text for phrase in ABSTENTION_PHRASES)
 
 
 # --- retrieval (trec_eval / BEIR) ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Callable
 
 from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
 from rag.answer import Assistant
+from rag.components import make_assistant
 from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.jsonl import read_jsonl
@@ -91,18 +92,14 @@ class Arms:
         generator = self.tuned if arm in LORA_ARMS else self.base
         if generator is None:
             raise ConfigError(f"arm {arm!r} needs an adapter")
-        return Assistant(generator, self.retriever, k=self.settings.k, retrieval_mode=self.settings.mode,
-                         max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
+        return make_assistant(self.settings, generator, self.retriever)
 
     def ask(self, arm: str, row: dict, key: str) -> Record:
-        assistant = self.assistant(arm)
-        messages, hits, retrieve_s = assistant.prepare(row["question"], "rag" if arm in RAG_ARMS else "base")
-        start = time.perf_counter()
-        text = assistant.generator.generate(messages, max_tokens=assistant.max_tokens,
-                                            temperature=assistant.temperature).strip()
-        seconds = retrieve_s + time.perf_counter() - start
-        return Record(row["id"], arm, row["question"], text, [_source_dict(h) for h in hits], seconds,
-                      self.count_tokens(messages), self.count_tokens(text), key)
+        # The product's own answering path, so the eval scores exactly what a user is shown.
+        answer = self.assistant(arm).ask(row["question"], "rag" if arm in RAG_ARMS else "base")
+        return Record(row["id"], arm, row["question"], answer.answer, [_source_dict(h) for h in answer.sources],
+                      answer.timings["total_s"], self.count_tokens(answer.messages), self.count_tokens(answer.answer),
+                      key)
 
 
 def token_counter(model_path: str | None) -> Callable[[list[dict] | str], int | None]:

@@ -141,33 +141,58 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag.answer import Assistant
-    from rag.components import make_generator, make_retriever
+    from rag.components import make_assistant, make_generator, make_retriever
 
-    settings = _settings(args)
+    settings = _settings(args, fallback=False if args.no_fallback else None,
+                         abstain_threshold="off" if args.no_gate else None)
     if not args.question.strip():
         raise UserError("question is empty")
+    history = _read_history(args.history) if args.history else None
     retriever = make_retriever(settings) if args.mode == "rag" else None
-    generator = make_generator(settings, adapter=args.adapter)
-    assistant = Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode,
-                          max_tokens=settings.max_tokens, temperature=settings.temperature)
+    assistant = make_assistant(settings, make_generator(settings, adapter=args.adapter), retriever)
     if args.stream and not args.json:
-        stream = assistant.ask_stream(args.question, args.mode)
-        for piece in stream:
-            print(piece, end="", flush=True)
+        stream = assistant.ask_stream(args.question, args.mode, history)
+        streamed = "".join(print(piece, end="", flush=True) or piece for piece in stream).strip()
         print()
         answer = stream.answer
+        if answer.answer != streamed:  # citations added, or a quote shown instead
+            print(f"\n{answer.answer}")
     else:
-        answer = assistant.ask(args.question, args.mode)
+        answer = assistant.ask(args.question, args.mode, history)
         if args.json:
             print(json.dumps(answer.as_dict()))
             return 0
         print(answer.answer)
+    for note in answer.notes:
+        print(f"note: {note}")
+    if answer.low_confidence:
+        print("low confidence: check the sources")
+    unsupported = [c.sentence for c in answer.citations if not c.supported]
+    if unsupported and answer.kind == "answer":
+        print("unsupported by the sources: " + " | ".join(unsupported))
+    if answer.sources and answer.query != args.question.strip():
+        print(f"\nRetrieved with the standalone question: {answer.query}")
     if answer.sources:
-        print("\nSources:")
+        print("\nRelated passages (not an answer):" if answer.gated else "\nSources:")
         for n, hit in enumerate(answer.sources, start=1):
             print(f"  [{n}] {_where(hit)}  score {hit.score:.4f}")
+            span = answer.highlights.get(n)
+            if span is not None:
+                print(f"      \u201c{_snippet(hit.text[span.start:span.end])}\u201d")
     return 0
+
+
+def _read_history(path: str) -> list[dict]:
+    """A conversation so far: JSONL rows {"role": "user" | "assistant", "content": "..."}."""
+    from rag.jsonl import read_jsonl
+
+    turns = []
+    for number, turn in read_jsonl(Path(path)):
+        if (not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant")
+                or not isinstance(turn.get("content"), str)):
+            raise UserError(f'{path}:{number}: expected {{"role": "user" or "assistant", "content": text}}')
+        turns.append(turn)
+    return turns
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -358,6 +383,45 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rag.components import make_embedder, open_collection
+    from rag.finetune_data import teacher_ask
+    from rag.tune import tune
+
+    settings = _settings(args)
+    embedder = make_embedder(settings)
+    collection = open_collection(settings, embedder)
+    if args.negatives == settings.collection:
+        raise UserError("--negatives must name another collection: this one's questions are answerable")
+    negatives = open_collection(settings.replace(collection=args.negatives)) if args.negatives else None
+    ask = teacher_ask(args.teacher_url, args.teacher_model or "", settings.api_key) if args.teacher_url else None
+    quiet = args.json and not sys.stderr.isatty()
+    report = tune(
+        collection, embedder, questions=args.questions, seed=args.seed, ask=ask,
+        teacher_name=args.teacher_model or args.teacher_url or "", negatives=negatives,
+        false_abstention=args.false_abstention, gate=not args.no_gate, k=settings.k,
+        progress=lambda items, **kw: tqdm(items, file=sys.stderr, disable=quiet, **kw),
+    )
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"{'candidate':18} {'nDCG@10':>7} {'hit@1':>6} {'MRR':>6}")
+    for c in report.candidates:
+        print(f"{c.name:18} {c.scores['ndcg@10']:7.3f} {c.scores['hit@1']:6.3f} {c.scores['mrr']:6.3f}")
+    weights = f"{report.weights[0]:g}:{report.weights[1]:g}"
+    gate = "no abstain threshold" if report.threshold is None else (
+        f"abstain below cosine {report.threshold:.3f} ({report.false_abstention:.1%} of the answerable questions"
+        + "".join(f"; {s['abstained']:.0%} of {s['n']} {name} questions" for name, s in report.abstention.items())
+        + ")")
+    print(f"collection '{report.collection}': {report.questions} synthetic questions ({report.generator}) -> "
+          f"default mode {report.mode}, hybrid weights {weights} (dense:BM25), {gate}; recorded in {collection.folder}")
+    return 0
+
+
 def cmd_collections(args: argparse.Namespace) -> int:
     from rag.store import list_collections
 
@@ -415,6 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("tune", help="choose retrieval mode, fusion weights and abstain threshold from the collection")
+    with_collection(p)
+    p.add_argument("--questions", type=int, default=200, help="synthetic questions drawn from the chunks (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher-url", help="OpenAI-compatible server of a teacher model (default: offline questions)")
+    p.add_argument("--teacher-model", help="the teacher's served model name")
+    p.add_argument("--negatives", metavar="COLLECTION",
+                   help="also measure abstention on questions drawn from this other collection")
+    p.add_argument("--false-abstention", type=float, default=0.05,
+                   help="share of answerable questions the abstain gate may refuse (default 0.05)")
+    p.add_argument("--no-gate", action="store_true", help="record no abstain threshold (clears an earlier one)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("retrieve", help="show the chunks retrieved for a question (no model)")
     p.add_argument("question", nargs="?")
     with_collection(p)
@@ -428,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     with_collection(p)
     p.add_argument("--mode", choices=("rag", "base"), default="rag", help="rag: retrieve and cite; base: model alone")
-    p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: hybrid)")
+    p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: auto, the mode rag tune chose, else hybrid)")
     p.add_argument("--k", type=int)
     p.add_argument("--backend", choices=("local", "server"))
     p.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1")
@@ -436,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter (local: a peft folder; server: a served adapter name)")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--stream", action="store_true")
+    p.add_argument("--history", metavar="FILE",
+                   help="the conversation so far: JSONL of {\"role\": \"user\"|\"assistant\", \"content\"}")
+    p.add_argument("--no-gate", action="store_true",
+                   help="never abstain before asking the model (default: the threshold rag tune recorded)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="show the model's answer even when no passage supports it (default: quote the best passage)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)
 

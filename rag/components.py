@@ -1,4 +1,4 @@
-"""Components: build the embedder, chunker, collection, retriever and generator from Settings.
+"""Components: build the embedder, chunker, collection, retriever, generator and assistant from Settings.
 
 The one place where settings turn into objects; the CLI, the UI and the eval harness all call it.
 """
@@ -6,6 +6,7 @@ The one place where settings turn into objects; the CLI, the UI and the eval har
 from __future__ import annotations
 
 from rag.adapters import resolve_adapter
+from rag.answer import Assistant
 from rag.chunking import Chunker
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.generator import GenerationError, Generator, LocalGenerator, OpenAIGenerator
@@ -55,3 +56,13 @@ def make_generator(settings: Settings, adapter: str | None = None) -> Generator:
         return generator
     adapter_path = str(resolve_adapter(adapter, settings.adapters_dir).path) if adapter else None
     return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device, adapter=adapter_path)
+
+
+def make_assistant(settings: Settings, generator: Generator, retriever: Retriever | None) -> Assistant:
+    """The one place an Assistant is made: retrieval, gate, fallback and decoding from `settings`."""
+    rewrite = settings.rewrite
+    if rewrite == "auto":
+        rewrite = "model" if settings.backend == "server" else "keywords"
+    return Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode, max_tokens=settings.max_tokens,
+                     temperature=settings.temperature, abstain_threshold=settings.abstain_threshold,
+                     fallback=settings.fallback, rewrite=rewrite, context_window=settings.context_window)

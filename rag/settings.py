@@ -50,6 +50,17 @@ class Settings:
     # Retrieval.
     k: int = 3
     mode: str = "auto"
+    # Trust: "auto" takes the threshold `rag tune` recorded in the collection (no gate if none),
+    # "off" never abstains before generation, a number is the minimum cosine of the best passage.
+    abstain_threshold: str = "auto"
+    # When most of an answer's sentences are supported by no passage, show the passage sentence that
+    # best answers the question, as a labelled quote, instead of the unsupported text.
+    fallback: bool = True
+    # Conversation: how a follow-up becomes a standalone query ("auto": the model when a server
+    # answers, a keyword rewrite for the embedded model, which rewrites poorly), and the model's
+    # context window in tokens (prompt and answer; the oldest turns are dropped to fit).
+    rewrite: str = "auto"
+    context_window: int = 2048
     # Generation.
     backend: str = "local"  # local: in-process model; server: OpenAI-compatible (vLLM)
     model: str = ""  # local: HF folder ("" = the embedded SmolLM2); server: served model name
@@ -72,7 +83,7 @@ class Settings:
                 f"collection name {self.collection!r} is invalid: use 1-64 letters, digits, '-' or '_', "
                 "starting with a letter or digit"
             )
-        for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold"):
+        for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold", "context_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
@@ -81,8 +92,16 @@ class Settings:
             )
         _check_choice("mode", self.mode, MODES)
         _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("rewrite", self.rewrite, ("auto", "keywords", "model", "off"))
         _check_choice("index_type", self.index_type, INDEX_TYPES)
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.abstain_threshold not in ("auto", "off"):
+            try:
+                float(self.abstain_threshold)
+            except ValueError:
+                raise ConfigError(
+                    f"abstain_threshold must be auto, off or a number, got {self.abstain_threshold!r}"
+                ) from None
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be in [0, 2], got {self.temperature!r}")
         if self.request_timeout <= 0 or self.max_retries < 0:
@@ -111,6 +130,14 @@ def _coerce(name: str, raw: Any) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name} expects {kind}, got {raw!r}") from None

@@ -13,7 +13,7 @@ def test_pipeline_plumbing_with_tiny_model(sample_collection, embedder, tiny_mod
     assert {"retrieve_s", "generate_s", "total_s"} <= set(answer.timings)
     stream = assistant.ask_stream("How long is the Tidy T3 warranty?")
     assert stream.sources[0].source == answer.sources[0].source  # known before the first token
-    assert "".join(stream).strip() == answer.answer
+    assert "".join(stream).strip() == answer.model_answer  # what streamed is the model's own text
     assert stream.answer.answer == answer.answer
 
     base = assistant.ask("How long is the Tidy T3 warranty?", mode="base")

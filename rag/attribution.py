@@ -1,0 +1,173 @@
+"""Attribution: which passage supports each sentence of an answer, after the model has written it.
+
+A small model rarely cites, and a larger one cites wrongly now and then, so citations are not
+left to the model. Each answer sentence is scored against each retrieved passage by
+  support = SEMANTIC_WEIGHT * (best cosine between the sentence and one sentence of the passage)
+          + (1 - SEMANTIC_WEIGHT) * (share of the sentence's new content words found in the passage),
+where "new" leaves out the words of the question: echoing the question is no evidence (the lexical
+share of a sentence that only echoes it is 0);
+the passage with the best support is cited as [n] where the model cited nothing, and a sentence
+that no passage supports (support < SUPPORTED) is marked unsupported. The passage sentence that
+matched best is kept as the highlight to show inside each source. When the whole answer is
+unsupported, `best_quote` offers the passage sentence that best answers the question instead.
+It does not retrieve or call a language model; it uses the collection's embedder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from rag.embedding import Embedder
+from rag.retriever import Hit
+
+SEMANTIC_WEIGHT = 0.5
+SUPPORTED = 0.5  # support at or above this counts as backed by the passage
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•]|\s*\d+[.)] )")
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_WORD = re.compile(r"\d+(?:\.\d+)*|[^\W_]+")
+_STOP = frozenset(
+    """a an the and or but if then so of to in on at by for with from as into about over under than is are
+    was were be been being am do does did have has had it its this that these those there here which who
+    whom whose what when where why how i you he she we they me him her us them my your his our their not
+    no yes can could will would shall should may might must just also very only s t""".split()
+)
+
+
+@dataclass
+class Span:
+    start: int
+    end: int
+
+
+@dataclass
+class Citation:
+    sentence: str
+    passages: list[int]  # 1-based numbers of the passages cited for it (the model's, else ours)
+    support: float  # the best passage's support, 0..1
+    supported: bool
+    added: bool = False  # True when the model cited nothing and the number was added here
+
+    def as_dict(self) -> dict:
+        return {"sentence": self.sentence, "passages": self.passages, "support": round(self.support, 4),
+                "supported": self.supported}
+
+
+@dataclass
+class Attribution:
+    answer: str  # the answer with [n] added where the model cited nothing
+    citations: list[Citation]
+    highlights: dict[int, Span] = field(default_factory=dict)  # passage number -> its supporting sentence
+
+    @property
+    def supported_share(self) -> float:
+        return sum(c.supported for c in self.citations) / len(self.citations) if self.citations else 0.0
+
+
+def sentences(text: str) -> list[Span]:
+    """Sentence spans of `text` (ends at . ! ? before a capital or digit, blank lines, list items)."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if text[start:match.start()].strip():
+            spans.append(_strip(text, start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append(_strip(text, start, len(text)))
+    return spans
+
+
+def _strip(text: str, start: int, end: int) -> Span:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return Span(start, end)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(_CITATION.sub(" ", text).lower()) if w not in _STOP}
+
+
+def cited_numbers(text: str) -> list[int]:
+    return [int(n) for group in _CITATION.findall(text) for n in group.split(",")]
+
+
+class Attributor:
+    def __init__(self, embedder: Embedder):
+        self.embedder = embedder
+
+    def attribute(self, answer: str, hits: Sequence[Hit], question: str = "") -> Attribution:
+        spans = sentences(answer)
+        if not spans or not hits:
+            return Attribution(answer, [])
+        claims = [answer[s.start:s.end] for s in spans]
+        support, best_sentence, passage_spans = self._support(claims, hits, content_words(question))
+        citations: list[Citation] = []
+        highlights: dict[int, Span] = {}
+        pieces, cursor = [], 0
+        for i, (span, claim) in enumerate(zip(spans, claims)):
+            best = int(np.argmax(support[i]))
+            cited = [n for n in cited_numbers(claim) if 1 <= n <= len(hits)]
+            score = float(support[i][best])
+            supported = score >= SUPPORTED
+            added = not cited and supported
+            if added:
+                cited = [best + 1]
+                pieces += [answer[cursor:span.start], _with_marker(claim, best + 1)]
+                cursor = span.end
+            for n in cited:
+                if support[i][n - 1] >= SUPPORTED and n not in highlights:
+                    highlights[n] = passage_spans[n - 1][best_sentence[i][n - 1]]
+            citations.append(Citation(claim, cited, score, supported, added))
+        pieces.append(answer[cursor:])
+        return Attribution("".join(pieces), citations, highlights)
+
+    def _support(self, claims: list[str], hits: Sequence[Hit], asked: set[str]):
+        """(claims x passages) support, the index of each passage's best sentence per claim, and the
+        sentence spans of each passage."""
+        passage_spans = [sentences(h.text) or [Span(0, len(h.text))] for h in hits]
+        passage_sentences = [h.text[s.start:s.end] for h, spans in zip(hits, passage_spans) for s in spans]
+        vectors = self.embedder.embed(claims + passage_sentences)  # (claims + sentences, dim), unit rows
+        claim_vectors, sentence_vectors = vectors[: len(claims)], vectors[len(claims):]
+        cosines = claim_vectors @ sentence_vectors.T  # (claims, all passage sentences)
+        support = np.zeros((len(claims), len(hits)), dtype=np.float32)
+        best_sentence = np.zeros((len(claims), len(hits)), dtype=np.int64)
+        passage_words = [content_words(h.text) for h in hits]
+        offset = 0
+        for p, spans in enumerate(passage_spans):
+            block = cosines[:, offset: offset + len(spans)]
+            best_sentence[:, p] = block.argmax(axis=1)
+            semantic = block.max(axis=1)
+            for c, claim in enumerate(claims):
+                words = content_words(claim) - asked
+                lexical = len(words & passage_words[p]) / len(words) if words else 0.0
+                support[c, p] = SEMANTIC_WEIGHT * max(0.0, float(semantic[c])) + (1 - SEMANTIC_WEIGHT) * lexical
+            offset += len(spans)
+        return support, best_sentence, passage_spans
+
+    def best_quote(self, question: str, hits: Sequence[Hit]) -> tuple[int, Span] | None:
+        """(passage number, sentence span) of the passage sentence that best answers `question`:
+        cosine to the question plus its share of the question's content words."""
+        candidates = [(n, span) for n, hit in enumerate(hits, start=1) for span in sentences(hit.text)
+                      if len(hit.text[span.start:span.end].split()) >= 4]
+        if not candidates:
+            return None
+        texts = [hits[n - 1].text[s.start:s.end] for n, s in candidates]
+        vectors = self.embedder.embed([question] + texts)
+        cosines = vectors[1:] @ vectors[0]
+        asked = content_words(question)
+        scores = [SEMANTIC_WEIGHT * float(cos) + (1 - SEMANTIC_WEIGHT) * (len(asked & content_words(t)) / len(asked)
+                                                                           if asked else 0.0)
+                  for cos, t in zip(cosines, texts)]
+        return candidates[int(np.argmax(scores))]
+
+
+def _with_marker(sentence: str, number: int) -> str:
+    """'It was lit in 1887.' -> 'It was lit in 1887 [1].'"""
+    stripped = sentence.rstrip()
+    if stripped and stripped[-1] in ".!?":
+        return f"{stripped[:-1]} [{number}]{stripped[-1]}"
+    return f"{stripped} [{number}]"

@@ -1,0 +1,71 @@
+"""Loop detection: cycles in the answer are cut, copies of what the documents repeat are not."""
+
+import pytest
+
+from rag.answer import Assistant
+from rag.loops import LoopGuard, is_looping, trim
+
+LOOPING = ("The Korvik Island Lighthouse is a fictional island in the fictional island of the island of the island "
+           "of the island of the island of the island of the island of")
+
+
+def test_a_short_cycle_is_cut_where_it_began():
+    loop = LoopGuard().check(LOOPING)
+    assert loop is not None and loop.ngram == "island of the island"
+    assert trim(LOOPING, loop) == "The Korvik Island Lighthouse is a fictional island in the fictional island of the"
+
+
+def test_a_repeated_sentence_is_a_loop_and_a_plain_answer_is_not():
+    answer = "It was first lit in 1887 [1]. The keeper lived there. " * 3
+    assert trim(answer, LoopGuard().check(answer)) == "It was first lit in 1887 [1]. The keeper lived there."
+    assert not is_looping("The lighthouse was first lit in 1887 and automated in 1968 [1]. Its lens is a "
+                          "first-order Fresnel lens, and the light is visible for 18 nautical miles.")
+
+
+def test_copying_what_the_context_repeats_is_not_a_loop():
+    steps = "Press the red button. Wait. Press the red button. Wait. Press the red button."
+    assert not is_looping(steps, context=f"[1] To reset it: {steps}")
+    assert is_looping(steps)  # the same text with no such context is one
+
+
+class ScriptedGenerator:
+    """A fake Generator that streams a fixed text word by word: a looping model on demand, which a
+    real model is not. It counts the words it was asked for, to show generation stopped early."""
+
+    name = "scripted"
+
+    def __init__(self, text: str):
+        self.words = text.split(" ")
+        self.streamed = 0
+
+    def generate(self, messages, *, max_tokens=200, temperature=0.0):
+        return " ".join(self.words)
+
+    def stream(self, messages, *, max_tokens=200, temperature=0.0):
+        for n, word in enumerate(self.words):
+            self.streamed += 1
+            yield word if n == 0 else " " + word
+
+
+def test_the_assistant_stops_a_looping_model_and_never_shows_the_loop():
+    looping = ScriptedGenerator(LOOPING + " of the island" * 30)
+    stream = Assistant(looping).ask_stream("Can children climb to the gallery?", mode="base")
+    shown = "".join(stream)
+    assert shown == stream.answer.answer == trim(LOOPING, LoopGuard().check(LOOPING))
+    assert looping.streamed < 40  # stopped, not run to the end of its 120 words
+    assert stream.answer.notes and "repeated itself" in stream.answer.notes[0]
+    plain = Assistant(ScriptedGenerator("It was first lit in 1887.")).ask("When was it lit?", mode="base")
+    assert plain.answer == "It was first lit in 1887." and plain.notes == []
+
+
+@pytest.mark.slow
+def test_smollm2_answer_to_the_gallery_question_does_not_loop(sample_collection, embedder, smollm2_dir):
+    """The newcomer's first question in the issue: SmolLM2 looped on it for 64 tokens."""
+    from rag.generator import LocalGenerator
+    from rag.retriever import Retriever
+
+    assistant = Assistant(LocalGenerator(str(smollm2_dir)), Retriever(sample_collection, embedder), k=3,
+                          max_tokens=200)
+    answer = assistant.ask("Can children climb to the gallery?")
+    context = " ".join(m["content"] for m in answer.messages)
+    assert not is_looping(answer.answer, context), answer.answer
