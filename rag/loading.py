@@ -1,7 +1,7 @@
 """Loading: turn one file into text pages (PDF, plain text, Markdown, HTML).
 
-Decodes unknown encodings, repairs mojibake, and detects PDF extraction failures (pypdf dropping
-inter-word spaces) by falling back to pypdfium2. It does not chunk, embed or store anything.
+Decodes unknown encodings and repairs mojibake; PDF text and outlines come from rag/pdf.py. It does
+not chunk, embed or store anything.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from typing import BinaryIO, Iterable, Iterator
 import ftfy
 from charset_normalizer import from_bytes
 
+from rag.errors import RagError
+from rag.pdf import PdfError, extraction_failed, read_pdf  # noqa: F401  (extraction_failed: re-exported)
+
 PDF_SUFFIXES = {".pdf"}
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
@@ -29,7 +32,7 @@ SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES
 _THAI_RUN = re.compile(r"[\u0e00-\u0e7f]+")
 
 
-class LoadError(Exception):
+class LoadError(RagError):
     """A file that cannot be turned into text; the message names the file and the reason."""
 
     def __init__(self, path: Path | str, reason: str):
@@ -49,6 +52,7 @@ def shown(path: Path | str) -> str:
 class Page:
     text: str
     page: int | None  # 1-based page number for PDFs, None for single-page formats
+    sections: list[tuple[int, str]] = field(default_factory=list)  # PDF outline titles starting here: (level, title)
 
 
 @dataclass
@@ -236,55 +240,9 @@ def repair_mojibake(text: str) -> tuple[str, list[str]]:
 
 
 def _load_pdf(path: Path, data: bytes) -> Document:
-    import io
-
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise LoadError(path, "encrypted PDF (a password is required)")
-        texts = [page.extract_text() or "" for page in reader.pages]
-    except LoadError:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise LoadError(path, f"not a readable PDF ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # pypdf raises many kinds on damaged files; all mean the same here
-        if "decrypt" in str(exc).lower() or "crypt" in type(exc).__name__.lower():
-            raise LoadError(path, "encrypted PDF (cannot be decrypted)") from None
-        raise LoadError(path, f"not a readable PDF ({type(exc).__name__}: {exc})") from None
-    warnings: list[str] = []
-    bad = [i for i, t in enumerate(texts) if extraction_failed(t)]
-    if bad:
-        fallback = _pdfium_pages(data)
-        for i in bad:
-            if i < len(fallback) and not extraction_failed(fallback[i]):
-                texts[i] = fallback[i]
-        warnings.append(f"pypdf extraction looked broken on {len(bad)} page(s); re-extracted with pypdfium2")
-    pages = [Page(ftfy.fix_encoding(t), i + 1) for i, t in enumerate(texts)]
-    return Document(path, pages, warnings)
-
-
-def extraction_failed(text: str) -> bool:
-    """True when a page's text is empty or has lost its inter-word spaces ("whatisadebianpackage")."""
-    stripped = text.strip()
-    if not stripped:
-        return True
-    words = stripped.split()
-    letters = sum(ch.isalpha() for ch in stripped)
-    # English prose averages ~5 letters a word; glued text shows words of dozens of letters.
-    return letters >= 200 and letters / len(words) > 15
-
-
-def _pdfium_pages(data: bytes) -> list[str]:
-    import pypdfium2 as pdfium
-
-    try:
-        pdf = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError:
-        return []
-    try:
-        return [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
-    finally:
-        pdf.close()
+        pdf = read_pdf(data)
+    except PdfError as exc:  # every parser's error, from any extractor, arrives here as one line
+        raise LoadError(path, str(exc)) from None
+    pages = [Page(ftfy.fix_encoding(p.text), p.number, p.sections) for p in pdf.pages]
+    return Document(path, pages, pdf.warnings)

@@ -1,0 +1,350 @@
+"""PDF extraction: each page's text with its words kept apart, and the outline's titles per page.
+
+pypdfium2 reads every page: it is fast, keeps ligatures and kerned words whole, and gives the
+outline with page numbers. Some producers set words apart by a small shift instead of a space glyph
+(LaTeX's tight justified lines, DocBook via dblatex, Ghostscript), and then pdfium, like pypdf,
+glues them: "thepackageisavailableforGNU/Linuxfrom". Such lines are found one by one
+(`line_glued`), and pdfminer.six, which places word gaps by glyph geometry, re-reads their pages;
+its gaps are inserted into pdfium's line (`respace_page`), which keeps pdfium's characters and
+order. Short glued words ("anyother") do not show on a line, so pdfminer also reads two sample
+pages, and a file where it finds many missing gaps is re-spaced throughout. A page pdfium cannot
+load is read with pypdf. Every parser error, from any of the three, ends as one `PdfError` line.
+
+It does not decode text files, repair mojibake, chunk or embed; rag/loading.py turns a `PdfText`
+into a Document.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+# Letters of the scripts that separate words with spaces. Chinese, Japanese and Thai lines run
+# without spaces by design and are never taken for glued.
+_SPACED_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u04ff"
+_LETTER = re.compile(f"[{_SPACED_LETTERS}]")
+GLUED_RUN = 20  # letters in a row: English words this long are rare ("internationalization")
+# A line with no space at all between many letters ("FrançoisBobot,Jean-ChristopheFilliâtre,...")
+# is glued too, unless it looks like code, a path or a URL, which run without spaces by design.
+GLUED_LETTERS_PER_WORD = 12.0  # prose averages about 5
+MIN_LETTERS = 30
+_CODE = re.compile(r"[_=(){}\[\]<>\\/@:;|*#$%&+~^\"]")
+_GLUED_RUN = re.compile(f"[{_SPACED_LETTERS}]{{{GLUED_RUN},}}")
+SAMPLE_PAGES = 2
+SAMPLE_FROM = 30  # pdfminer walks the page tree from the start: early pages are cheaper
+SHORT_GLUE_RATE = 0.005  # a gap pdfminer finds every 200 words of the sample: the producer glues words
+_PUNCTUATION = ("".join(chr(c) for c in range(0x20, 0x7F) if not chr(c).isalnum())
+                + "\u2018\u2019\u201c\u201d\u00ab\u00bb\u2013\u2014\u2026\u00ae\u2122")
+MAX_REASON = 200  # characters of a parser's message kept in a one-line error
+
+
+class PdfError(Exception):
+    """The PDF cannot be read. The message is one line giving the reason, without the file name."""
+
+
+@dataclass
+class PdfPage:
+    text: str
+    number: int  # 1-based
+    sections: list[tuple[int, str]] = field(default_factory=list)  # (level, title) starting here; level 1 = top
+
+
+@dataclass
+class PdfText:
+    pages: list[PdfPage]
+    warnings: list[str] = field(default_factory=list)
+
+
+def line_glued(line: str) -> bool:
+    """True when a line looks like words run together: a run of 20+ letters, or, outside code,
+    paths and URLs, 30+ letters at 12+ letters a word."""
+    if _GLUED_RUN.search(line):
+        return True
+    letters = len(_LETTER.findall(line))
+    return (letters >= MIN_LETTERS and letters / len(line.split()) >= GLUED_LETTERS_PER_WORD
+            and not _CODE.search(line))
+
+
+def glued_lines(text: str) -> list[int]:
+    """Indexes of the lines of `text` that look glued."""
+    return [i for i, line in enumerate(text.split("\n")) if line_glued(line)]
+
+
+def extraction_failed(text: str) -> bool:
+    """True when a page's text is empty or has at least one line that lost its inter-word spaces."""
+    return not text.strip() or bool(glued_lines(text))
+
+
+def read_pdf(data: bytes) -> PdfText:
+    """Extract every page's text and the outline; raise PdfError (one line) when nothing can be read."""
+    warnings: list[str] = []
+    try:
+        texts, errors, toc = _read_pdfium(data)
+    except PdfError:
+        raise
+    except Exception as exc:  # pdfium cannot open the file: pypdf reads some damage pdfium won't
+        first = _reason("pypdfium2", exc)
+        try:
+            found, errors = _read_pypdf(data, None)
+        except PdfError:
+            raise
+        except Exception:
+            raise PdfError(f"not a readable PDF ({first})") from None
+        if not found:
+            raise PdfError(f"not a readable PDF ({first})")
+        texts = [found.get(i, "") for i in range(len(found) + len(errors))]
+        toc = []
+        warnings.append(f"read with pypdf: pypdfium2 could not open the file ({first})")
+    else:
+        if errors:  # pages pdfium could not load: pypdf's try
+            try:
+                found, errors = _read_pypdf(data, sorted(errors))
+            except Exception:
+                found = {}
+            for i, text in found.items():
+                texts[i] = text
+    if errors and len(errors) == len(texts):
+        raise PdfError(f"not a readable PDF ({next(iter(errors.values()))})")
+    if errors:
+        numbers = ", ".join(str(i + 1) for i in sorted(errors)[:10]) + (", ..." if len(errors) > 10 else "")
+        warnings.append(f"{len(errors)} unreadable page(s) left empty ({numbers}): {next(iter(errors.values()))}")
+    try:
+        spaces, pages, note = _respace(data, texts)
+    except Exception as exc:  # re-spacing is an improvement; its failure must not cost the file
+        spaces, pages, note = 0, 0, f"word gaps not checked ({_reason('pdfminer', exc)})"
+    if spaces:
+        warnings.append(f"{spaces} missing word gap(s) on {pages} page(s) restored with pdfminer.six")
+    if note:
+        warnings.append(note)
+    sections: dict[int, list[tuple[int, str]]] = {}
+    for index, level, title in toc:
+        if 0 <= index < len(texts):
+            sections.setdefault(index, []).append((level, title))
+    return PdfText([PdfPage(t, i + 1, sections.get(i, [])) for i, t in enumerate(texts)], warnings)
+
+
+def _reason(library: str, exc: BaseException) -> str:
+    message = " ".join(str(exc).split())[:MAX_REASON] or "no message"
+    return f"{library}: {type(exc).__name__}: {message}"
+
+
+def _clean_pdfium(text: str) -> str:
+    # pdfium ends lines with \r\n and joins a word hyphenated across a line break, marking the
+    # hyphen with \x02 (\ufffe in get_text_range): put the hyphen and the break back as printed.
+    return (text.replace("\r\n", "\n").replace("\r", "\n").replace("\x02", "-\n")
+            .replace("\ufffe", "-\n").replace("\x00", ""))
+
+
+def _read_pdfium(data: bytes) -> tuple[list[str], dict[int, str], list[tuple[int, int, str]]]:
+    """(texts, {page index: error}, [(page index, level, title)]); raises when the file won't open."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise PdfError("encrypted PDF (a password is required)") from None
+        raise
+    try:
+        texts: list[str] = []
+        errors: dict[int, str] = {}
+        for i in range(len(pdf)):
+            try:
+                page = pdf[i]
+                try:
+                    textpage = page.get_textpage()
+                    # Bounded to the page box, as a reader sees it; no layout analysis, see above.
+                    texts.append(_clean_pdfium(textpage.get_text_bounded()))
+                    textpage.close()
+                finally:
+                    page.close()
+            except Exception as exc:  # "Failed to load page" on damaged page objects
+                texts.append("")
+                errors[i] = _reason("pypdfium2", exc)
+        try:
+            toc = _outline(pdf)
+        except Exception:  # a damaged outline costs the section titles, not the text
+            toc = []
+        return texts, errors, toc
+    finally:
+        pdf.close()
+
+
+def _outline(pdf) -> list[tuple[int, int, str]]:
+    """(page index, level, title) for each bookmark that points at a page, in outline order."""
+    out = []
+    for bookmark in pdf.get_toc():
+        dest = bookmark.get_dest()
+        page = dest.get_index() if dest is not None else None
+        title = " ".join(bookmark.get_title().split())
+        if page is not None and title:
+            out.append((page, bookmark.level + 1, title))
+    return out
+
+
+def _read_pypdf(data: bytes, indexes: list[int] | None) -> tuple[dict[int, str], dict[int, str]]:
+    """pypdf's text of the given 0-based pages (all when None): ({index: text}, {index: error})."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted and not reader.decrypt(""):
+        raise PdfError("encrypted PDF (a password is required)")
+    count = len(reader.pages)
+    wanted = list(range(count)) if indexes is None else indexes
+    texts: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    for i in wanted:
+        try:
+            texts[i] = reader.pages[i].extract_text() or ""
+        except Exception as exc:
+            errors[i] = _reason("pypdf", exc)
+    return texts, errors
+
+
+def _respace(data: bytes, texts: list[str]) -> tuple[int, int, str]:
+    """Insert, in place, the word gaps pdfminer.six sees and pypdfium2 missed; returns (spaces
+    inserted, pages changed, a warning or "").
+
+    Lines that look glued are re-spaced on their pages. Gluing of short words ("anyother",
+    "aDocument", in Ghostscript output) looks like nothing on one line, so pdfminer also reads the
+    SAMPLE_PAGES fullest of the first SAMPLE_FROM pages; when it finds a missing gap there every
+    1 / SHORT_GLUE_RATE words, every line of every page is re-spaced.
+    """
+    glued = {i: lines for i, t in enumerate(texts) if (lines := glued_lines(t))}
+    early = sorted(range(min(len(texts), SAMPLE_FROM)), key=lambda i: -len(_LETTER.findall(texts[i])))
+    sample = [i for i in early[:SAMPLE_PAGES] if i not in glued and texts[i].strip()]
+    vocabulary = Counter(_word(w) for t in texts for w in t.split())
+    try:
+        alternatives = _pdfminer_pages(data, sorted(set(glued) | set(sample)))
+        found = sum(respace_page(texts[i], None, alternatives[i], vocabulary)[1] for i in sample if i in alternatives)
+        words = sum(len(texts[i].split()) for i in sample)
+        short_glue = found >= 3 and found >= words * SHORT_GLUE_RATE
+        if short_glue:
+            alternatives.update(_pdfminer_pages(data, [i for i in range(len(texts)) if i not in alternatives]))
+    except Exception as exc:  # pdfminer's own parser failed: keep pdfium's text as it is
+        if not glued:
+            return 0, 0, ""
+        lines = sum(map(len, glued.values()))
+        return 0, 0, f"{lines} glued line(s) kept: pdfminer.six could not read the file ({_reason('pdfminer', exc)})"
+    inserted = pages = 0
+    for i in sorted(alternatives) if short_glue else sorted(glued):
+        if i not in alternatives:
+            continue
+        text, n = respace_page(texts[i], None if short_glue else glued[i], alternatives[i], vocabulary)
+        if n:
+            texts[i] = text
+            inserted += n
+            pages += 1
+    return inserted, pages, ""
+
+
+def respace_page(text: str, lines: list[int] | None, alternative: str, vocabulary: Counter[str]) -> tuple[str, int]:
+    """Insert into the given lines of `text` (all when None) the spaces `alternative` has between
+    the same characters (whitespace aside, compatibility forms folded); (text, spaces inserted).
+
+    Only spaces are inserted, so the page keeps its characters and reading order. Within a run of
+    GLUED_RUN letters every gap is taken; elsewhere a word is split only when all its pieces occur
+    as words in the document (`vocabulary`), because pdfminer also splits kerned words ("howev er").
+    """
+    squeezed, where = _squeeze(alternative)
+    gaps = {k for k in range(1, len(where)) if where[k] > where[k - 1] + 1}
+    rows = text.split("\n")
+    inserted = 0
+    cursor = 0
+    for n in range(len(rows)) if lines is None else lines:
+        key, own_where = _squeeze(rows[n])
+        if len(key) < 2:
+            continue
+        at = squeezed.find(key, cursor)
+        if at < 0:
+            at = squeezed.find(key)
+        if at < 0:
+            continue
+        cursor = at + len(key)
+        own = {k for k in range(1, len(own_where)) if own_where[k] > own_where[k - 1] + 1}
+        new = sorted(k - at for k in gaps if at < k < at + len(key))
+        new = [k for k in new if k not in own]
+        if not new:
+            continue
+        accepted = _accepted_gaps(key, sorted(own), new, vocabulary, line_glued(rows[n]))
+        if accepted:
+            row = rows[n]
+            for k in sorted(accepted, reverse=True):
+                row = row[: own_where[k]] + " " + row[own_where[k]:]
+            rows[n] = row
+            inserted += len(accepted)
+    return "\n".join(rows), inserted
+
+
+def _accepted_gaps(key: str, own: list[int], new: list[int], vocabulary: Counter[str], glued: bool) -> list[int]:
+    """The new gaps (indexes into `key`, the squeezed line) worth inserting, judged word by word.
+    In a line that looks glued, a word found nowhere else in the document is split too."""
+    accepted: list[int] = []
+    edges = [0, *own, len(key)]
+    for start, end in pairwise(edges):
+        inside = [k for k in new if start < k < end]
+        if not inside:
+            continue
+        word = key[start:end]
+        pieces = [key[a:b] for a, b in zip([start, *inside], [*inside, end])]
+        if (_GLUED_RUN.search(word) or (glued and vocabulary[_word(word)] <= 1)
+                or all(vocabulary[_word(p)] >= 2 or not _word(p) for p in pieces)):
+            accepted += inside
+    return accepted
+
+
+def _word(token: str) -> str:
+    """A token as a vocabulary entry: lower case, without leading and trailing punctuation."""
+    return token.strip(_PUNCTUATION).lower()
+
+
+def _squeeze(text: str) -> tuple[str, list[int]]:
+    """`text` without whitespace, each character NFKC-folded ("ﬁ" -> "fi"), with the index in
+    `text` each squeezed character came from."""
+    chars: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            continue
+        folded = unicodedata.normalize("NFKC", ch) if ord(ch) > 127 else ch
+        for part in folded:
+            if not part.isspace():
+                chars.append(part)
+                where.append(i)
+    return "".join(chars), where
+
+
+def _pdfminer_pages(data: bytes, indexes: list[int]) -> dict[int, str]:
+    """pdfminer.six's text of the given 0-based pages (its layout analysis puts spaces at word gaps)."""
+    try:
+        from pdfminer.converter import PDFPageAggregator
+        from pdfminer.layout import LAParams, LTTextContainer
+        from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
+        from pdfminer.pdfpage import PDFPage
+    except ImportError:
+        raise ImportError("re-spacing glued PDF lines needs pdfminer.six: pip install pdfminer.six") from None
+
+    wanted = set(indexes)
+    if not wanted:
+        return {}
+    resources = PDFResourceManager()
+    device = PDFPageAggregator(resources, laparams=LAParams())
+    interpreter = PDFPageInterpreter(resources, device)
+    out: dict[int, str] = {}
+    for i, page in enumerate(PDFPage.get_pages(io.BytesIO(data), check_extractable=False)):
+        if i > max(wanted):
+            break
+        if i not in wanted:
+            continue
+        try:
+            interpreter.process_page(page)
+            layout = device.get_result()
+        except Exception:  # one damaged page: the others can still be re-spaced
+            continue
+        out[i] = "".join(el.get_text() for el in layout if isinstance(el, LTTextContainer))
+    return out
+
