@@ -7,19 +7,19 @@ handling are in rag/ and ingest/.
 from __future__ import annotations
 
 import os
+import re
 
 import streamlit as st
 
 from ingest.pipeline import ingest
 from ingest.uploads import save_uploads
 from rag.adapters import list_adapters
-from rag.answer import Assistant
-from rag.components import make_chunker, make_embedder, make_generator, open_collection
+from rag.components import make_assistant, make_chunker, make_embedder, make_generator, open_collection
 from rag.errors import ConfigError, RagError
 from rag.generator import check_server
 from rag.retriever import Retriever
 from rag.settings import MODES, Settings, load_settings
-from rag.store import list_collections
+from rag.store import DB_NAME, list_collections
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UPLOAD_WAIT_S = 600.0  # how long an upload queues behind another ingest into the same collection
@@ -47,11 +47,12 @@ def retriever_for(settings: Settings) -> Retriever:
 
 
 base = load_settings(environ=os.environ)
-collections = [info.name for info in list_collections(base.home)]
+collections = [info.name for info in list_collections(base.home) if not info.damaged]
 
 with st.sidebar:
     st.header("Settings")
-    choices = sorted(set(collections) | {base.collection})
+    # Only collections that exist: a newcomer's missing "default" is never offered as if it were one.
+    choices = collections or [base.collection]
     collection = st.selectbox("Collection", choices, index=choices.index(base.collection) if base.collection in choices else 0)
     backend_label = st.radio("Backend", ["Embedded model", "Server (OpenAI-compatible)"],
                              index=0 if base.backend == "local" else 1)
@@ -77,14 +78,15 @@ with st.sidebar:
             st.warning(f"No LoRA adapter in {base.adapters_dir}: train one with "
                        "`rag finetune-data` then `rag finetune`.")
     k = st.slider("Passages (top-k)", 1, 10, base.k)
-    retrieval = st.selectbox("Retrieval", MODES, index=MODES.index(base.mode))
+    retrieval = st.selectbox("Retrieval", MODES, index=MODES.index(base.mode),
+                             help="auto: the mode `rag tune` chose for this collection, else hybrid")
     if st.button("Clear chat"):
         st.session_state.messages = []
 
 settings = base.replace(collection=collection, backend=backend, base_url=base_url, k=k, mode=retrieval)
 embedder = embedder_for(settings.embedding_model, settings.device)
 
-with st.sidebar.expander("Add documents"):
+with st.sidebar.expander("Add documents", expanded=not collections):
     uploads = st.file_uploader("PDF, text, Markdown or HTML", type=["pdf", "txt", "md", "html", "htm"],
                                accept_multiple_files=True)
     if uploads and st.button("Ingest uploads"):
@@ -111,24 +113,72 @@ st.caption(f"Collection **{settings.collection}** · mode **{mode_label}** · "
 if "messages" not in st.session_state:
     st.session_state.messages = []
 
+NO_COLLECTION = (
+    f"There is no collection yet under `{settings.home}`. Add documents with **Add documents** in the sidebar, "
+    f"or in a terminal: `rag ingest PATH --collection {settings.collection}` (files, folders or globs; PDF, "
+    "text, Markdown, HTML), then ask here."
+)
+if not (settings.collection_dir / DB_NAME).exists():
+    st.info(NO_COLLECTION)
 
-def show_sources(sources: list[dict]) -> None:
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md_escape(text: str) -> str:
+    """Document text shown as literal text inside Markdown: no headings, links or HTML from a file."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def link_markers(text: str, turn: int, n_sources: int) -> str:
+    """[n] in an answer becomes a link to source n of this turn."""
+    return re.sub(r"\[(\d+)\]", lambda m: f"[\\[{m[1]}\\]](#src-{turn}-{m[1]})"
+                  if 1 <= int(m[1]) <= n_sources else m[0], text)
+
+
+def show_answer(message: dict, turn: int) -> None:
+    sources = message.get("sources", [])
+    st.markdown(link_markers(message["content"], turn, len(sources)))
+    if message.get("low_confidence"):
+        reason = ("no passage is close enough to the question" if message.get("gated")
+                  else "the answer is a quote: the model's own answer was not supported by the passages"
+                  if message.get("kind") == "quote" else "most of the answer is not supported by the passages")
+        st.info(f"Low confidence: {reason}. Check the sources.")
+    unsupported = [c["sentence"] for c in message.get("citations", []) if not c["supported"]]
+    if unsupported and message.get("kind") == "answer":
+        st.warning("Not supported by any source: " + " · ".join(f"“{s}”" for s in unsupported))
+    show_sources(message, turn)
+
+
+def show_sources(message: dict, turn: int) -> None:
+    sources = message.get("sources", [])
     if not sources:
         return
-    with st.expander(f"Sources ({len(sources)})"):
+    label = "Related, but not an answer" if message.get("gated") else "Sources"
+    with st.expander(f"{label} ({len(sources)})", expanded=turn == len(st.session_state.messages) - 1):
+        if message.get("query") and message["query"] != message.get("question"):
+            st.caption(f"Retrieved with the standalone question: {message['query']}")
         for n, src in enumerate(sources, start=1):
             where = src["source"] + (f", page {src['page']}" if src["page"] is not None else "")
-            st.markdown(f"**[{n}] {where}** · score {src['score']:.4f}")
-            st.text(src["text"])
+            st.markdown(f'<span id="src-{turn}-{n}"></span>', unsafe_allow_html=True)
+            st.markdown(f"**[{n}] {md_escape(where)}** · score {src['score']:.4f}")
+            text, span = src["text"], src.get("highlight")
+            if span:
+                st.markdown(md_escape(text[:span[0]]) + " :orange-background[" + md_escape(text[span[0]:span[1]])
+                            + "] " + md_escape(text[span[1]:]))
+            else:
+                st.text(text)
 
 
-for message in st.session_state.messages:
+for turn, message in enumerate(st.session_state.messages):
     with st.chat_message(message["role"]):
-        st.markdown(message["content"])
-        show_sources(message.get("sources", []))
+        if message["role"] == "assistant":
+            show_answer(message, turn)
+        else:
+            st.markdown(message["content"])
 
 question = st.chat_input("Ask a question about your documents")
 if question:
+    history = [{"role": m["role"], "content": m["content"]} for m in st.session_state.messages]
     st.session_state.messages.append({"role": "user", "content": question})
     with st.chat_message("user"):
         st.markdown(question)
@@ -138,15 +188,22 @@ if question:
             if answer_mode.startswith("lora") and adapter is None:
                 raise ConfigError("choose an adapter for the LoRA modes (none is available yet)")
             use_rag = answer_mode in ("rag", "lora+rag")
+            if use_rag and not (settings.collection_dir / DB_NAME).exists():
+                st.info(NO_COLLECTION)
+                st.stop()
             retriever = retriever_for(settings.replace(k=base.k, mode=base.mode)) if use_rag else None
-            generator = generator_for(settings, adapter)
-            assistant = Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode,
-                                  max_tokens=settings.max_tokens, temperature=settings.temperature)
+            assistant = make_assistant(settings, generator_for(settings, adapter), retriever)
             with st.spinner("Retrieving…"):
-                stream = assistant.ask_stream(question, "rag" if use_rag else "base")
-            text = st.write_stream(iter(stream))
-            sources = [hit.as_dict() for hit in stream.sources]
-            show_sources(sources)
-            st.session_state.messages.append({"role": "assistant", "content": text, "sources": sources})
+                stream = assistant.ask_stream(question, "rag" if use_rag else "base", history)
+            placeholder = st.empty()
+            placeholder.write_stream(iter(stream))
+            answer = stream.answer
+            message = {"role": "assistant", "content": answer.answer, "question": question, **{
+                key: value for key, value in answer.as_dict().items()
+                if key in ("kind", "sources", "citations", "low_confidence", "query", "notes")}, "gated": answer.gated}
+            turn = len(st.session_state.messages)
+            st.session_state.messages.append(message)
+            placeholder.empty()
+            show_answer(message, turn)
         except RagError as exc:  # the user's to fix; any other exception is a bug and shows its traceback
             st.error(str(exc))

@@ -263,11 +263,11 @@ class AnswerStream:
 
     def _attribute(self, answer: Answer) -> None:
         attributor = self._assistant.attributor
-        if attributor is None or not answer.answer:
+        if attributor is None:
             return
         found: Attribution = attributor.attribute(answer.answer, self.sources, self.question)
         answer.answer, answer.citations, answer.highlights = found.answer, found.citations, found.highlights
-        if self._assistant.fallback and found.supported_share < FALLBACK_BELOW:
+        if self._assistant.fallback and found.supported_share < FALLBACK_BELOW:  # an empty answer included
             quote = attributor.best_quote(self.question, self.sources)
             if quote is not None:
                 number, span = quote
