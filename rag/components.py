@@ -45,6 +45,8 @@ def make_generator(settings: Settings, adapter: str | None = None) -> Generator:
         generator = OpenAIGenerator(
             settings.base_url, adapter or settings.model, settings.api_key,
             timeout=settings.request_timeout, max_retries=settings.max_retries,
+            connect_timeout=settings.connect_timeout, first_token_timeout=settings.first_token_timeout,
+            tokenizer=settings.server_tokenizer or None,
         )
         if adapter:
             served = generator.list_models()

@@ -172,11 +172,15 @@ def make_optimizer(model, config: FinetuneConfig):
 def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
     """input_ids/labels per example: chat rows learn the assistant turn only, text rows every token.
     Over-long chat prompts lose their start (the answer is kept); returns (examples, truncated count)."""
+    from rag.generator import ControlTokens
+
+    # Document text never becomes a control token, in training as in serving (rag/generator.py).
+    guard = ControlTokens.from_tokenizer(tokenizer)
     examples, truncated = [], 0
     eos = tokenizer.eos_token or ""
     for row in rows:
         if "messages" in row:
-            messages = row["messages"]
+            messages = guard.neutralise_messages(row["messages"])
             prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             answer_ids = tokenizer(messages[-1]["content"] + eos, add_special_tokens=False)["input_ids"]
@@ -188,7 +192,7 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[di
             ids = prompt_ids + answer_ids
             labels = [-100] * len(prompt_ids) + answer_ids
         else:
-            ids = tokenizer(row["text"] + eos, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(guard.neutralise(row["text"]) + eos, add_special_tokens=False)["input_ids"]
             if len(ids) > max_length:
                 truncated += 1
                 ids = ids[:max_length]
@@ -204,11 +208,15 @@ def span_recall(model, tokenizer, rows: list[dict], device: str, max_new_tokens:
     rows = [row for row in rows if "messages" in row and row.get("span")]
     if not rows:
         return None
+    from rag.generator import ControlTokens
+
+    guard = ControlTokens.from_tokenizer(tokenizer)
     hits = 0
     model.eval()
     for row in rows:
-        inputs = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True).to(device)
+        prompt = guard.neutralise_messages(row["messages"][:-1])
+        inputs = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True).to(device)
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.eos_token_id)

@@ -68,8 +68,11 @@ class Settings:
     api_key: str = "EMPTY"
     max_tokens: int = 200
     temperature: float = 0.0
-    request_timeout: float = 120.0
-    max_retries: int = 2
+    request_timeout: float = 120.0  # seconds for one whole answer from a server, retries included
+    connect_timeout: float = 5.0  # seconds to open the connection to the model server
+    first_token_timeout: float = 30.0  # longest silence from the server: before the first token, between tokens
+    max_retries: int = 2  # refused connections and 408/409/429/5xx only; timeouts are not retried
+    server_tokenizer: str = ""  # served model's HF folder/name ("" = the folder the server reports, if local)
     # Serving: the Python of the separate environment vLLM is installed in ("" = the default under
     # cache_dir, where `make vllm` puts it).
     vllm_python: str = ""
@@ -104,8 +107,11 @@ class Settings:
                 ) from None
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be in [0, 2], got {self.temperature!r}")
-        if self.request_timeout <= 0 or self.max_retries < 0:
-            raise ConfigError("request_timeout must be positive and max_retries non-negative")
+        for name in ("request_timeout", "connect_timeout", "first_token_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be non-negative, got {self.max_retries!r}")
 
     @property
     def collection_dir(self) -> Path:

@@ -108,3 +108,45 @@ def test_seeds_lora_rank_question_cites_the_seed_file(tmp_path):
     out = json.loads(rag("ask", "What rank range is typical for LoRA?", "-c", "seeds", "--json", home=tmp_path).stdout)
     assert "4-32" in out["answer"] or "4 to 32" in out["answer"]
     assert out["sources"][0]["source"].endswith("000_1196871478328120.txt")
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):
+    import rag.cli
+    from rag.errors import ConfigError, RagError
+
+    monkeypatch.setenv("RAG_HOME", str(tmp_path))
+    assert rag.cli.main(["retrieve", "anything", "-c", "bad name"]) == 2  # a settings ValueError is a RagError
+    assert capsys.readouterr().err.strip().startswith("error: collection name 'bad name' is invalid")
+    assert issubclass(ConfigError, ValueError) and issubclass(ConfigError, RagError)
+
+    def buggy(args):
+        raise KeyError("a bug in our code")
+
+    parser = rag.cli.build_parser
+    monkeypatch.setattr(rag.cli, "build_parser", lambda: _with_func(parser(), "collections", buggy))
+    with pytest.raises(KeyError, match="a bug in our code"):  # not swallowed into one line
+        rag.cli.main(["collections"])
+    with pytest.raises(RagError):  # --debug shows the traceback of user errors too
+        rag.cli.main(["--debug", "retrieve", "anything", "-c", "bad name"])
+
+
+def _with_func(parser, command, func):
+    for action in parser._subparsers._group_actions:
+        action.choices[command].set_defaults(func=func)
+    return parser
+
+
+def test_every_module_error_is_a_rag_error():
+    from rag.adapters import AdapterError
+    from rag.cli import UserError
+    from rag.errors import RagError
+    from rag.finetune import FinetuneError
+    from rag.finetune_data import DataError
+    from rag.generator import GenerationError
+    from rag.loading import LoadError
+    from rag.serving import ServeError
+    from rag.store import CollectionError
+
+    for error in (AdapterError, UserError, FinetuneError, DataError, GenerationError, LoadError, ServeError,
+                  CollectionError):
+        assert issubclass(error, RagError), error

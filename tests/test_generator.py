@@ -38,6 +38,11 @@ def test_max_tokens_bounds_output(generator, tiny_model_dir):
     assert len(AutoTokenizer.from_pretrained(tiny_model_dir)(text)["input_ids"]) <= 6
 
 
+def test_content_is_guarded_with_the_models_own_control_tokens(generator):
+    """Each reads the markers from its model's tokenizer; the server's from the folder vLLM reports."""
+    assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(generator.control_tokens.markers)
+
+
 def test_unreachable_server_names_the_url():
     gen = OpenAIGenerator("http://127.0.0.1:9/v1", model="m", timeout=2, max_retries=0)
     with pytest.raises(GenerationError, match=r"cannot reach the model server at http://127.0.0.1:9/v1"):

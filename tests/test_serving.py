@@ -140,7 +140,9 @@ def test_rag_answer_through_vllm_holds_the_fact_and_cites(vllm_server, sample_co
     assert "1887" in answer.answer
     assert answer.sources and Path(answer.sources[0].source).name == "korvik_lighthouse.md"
     streamed = assistant.ask_stream(question["question"])
-    assert "".join(streamed).strip() == answer.answer
+    assert "".join(streamed).strip() == answer.model_answer  # what streams is the model's own text
+    assert streamed.answer.answer == answer.answer  # then cited the same way
+    assert any(c.passages for c in answer.citations) and "[" in answer.answer
 
 
 def rag_cli(*args, env, timeout=300):
