@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from rag.attribution import Attribution, Attributor, Citation, Span
+from rag.attribution import Attribution, Attributor, Citation, Span, coverage
 from rag.conversation import fit_history, keyword_rewrite, model_rewrite
 from rag.errors import ConfigError
 from rag.generator import Generator
@@ -95,12 +95,14 @@ class Assistant:
     "auto" (the threshold `rag tune` recorded in the collection, none if it recorded none).
     `rewrite`: how a follow-up becomes a standalone query: "keywords" (no model call), "model"
     (the generator rewrites it; right for a served model) or "off". `context_window`: the model's
-    maximum tokens, prompt and answer together; the oldest turns are dropped to stay inside it."""
+    maximum tokens, prompt and answer together; the oldest turns are dropped to stay inside it.
+    `min_coverage`: the share of the question's key terms that must occur in some passage, else the
+    gate abstains (0: no such check)."""
 
     def __init__(self, generator: Generator, retriever: Retriever | None = None, *, k: int = 4,
                  retrieval_mode: str = "auto", max_tokens: int = 200, temperature: float = 0.0,
                  abstain_threshold: float | str | None = "auto", fallback: bool = True, attribute: bool = True,
-                 rewrite: str = "keywords", context_window: int = 2048):
+                 rewrite: str = "keywords", context_window: int = 2048, min_coverage: float = 0.0):
         self.generator = generator
         self.retriever = retriever
         self.k = k
@@ -114,6 +116,7 @@ class Assistant:
             raise ConfigError(f"rewrite must be one of {', '.join(REWRITES)}; got {rewrite!r}")
         self.rewrite = rewrite
         self.context_window = context_window
+        self.min_coverage = min_coverage
 
     def threshold(self) -> float | None:
         if self.abstain_threshold in (None, "off"):
@@ -171,9 +174,21 @@ class Assistant:
 
     def ask_stream(self, question: str, mode: str = "rag", history: list[dict] | None = None) -> "AnswerStream":
         prepared = self.prepare(question, mode, history)
-        threshold = self.threshold() if mode == "rag" else None
-        gated = threshold is not None and max((h.dense for h in prepared.hits), default=-1.0) < threshold
-        return AnswerStream(self, question, mode, prepared, gated=gated, threshold=threshold)
+        return AnswerStream(self, question, mode, prepared, gate=self.gate(prepared) if mode == "rag" else None)
+
+    def gate(self, prepared: Prepared) -> str | None:
+        """Why the evidence is too weak to ask the model, or None to go ahead: the best passage's
+        cosine is under the threshold, or too few of the question's key terms occur in any passage."""
+        threshold = self.threshold()
+        best = max((h.dense for h in prepared.hits), default=-1.0)
+        if threshold is not None and best < threshold:
+            return (f"no passage is close enough to the question (best cosine {best:.2f} < threshold "
+                    f"{threshold:.2f}); the passages are related, but not an answer")
+        covered = coverage(prepared.query, prepared.hits)
+        if self.min_coverage and covered < self.min_coverage:
+            return (f"the passages do not mention enough of what the question asks about ({covered:.0%} of its key "
+                    f"terms, under {self.min_coverage:.0%}); they are related, but not an answer")
+        return None
 
 
 def count_tokens(generator: Generator, messages: list[dict]) -> int:
@@ -195,8 +210,7 @@ class AnswerStream:
     `.answer.answer` is the final text, with citations added or replaced by a quote; a caller
     that streamed the pieces shows it in their place once the stream ends."""
 
-    def __init__(self, assistant: Assistant, question: str, mode: str, prepared: Prepared, *, gated: bool = False,
-                 threshold: float | None = None):
+    def __init__(self, assistant: Assistant, question: str, mode: str, prepared: Prepared, *, gate: str | None = None):
         self._assistant = assistant
         self.question = question
         self.mode = mode
@@ -204,18 +218,16 @@ class AnswerStream:
         self.sources = prepared.hits
         self.query = prepared.query  # shown with the sources when it differs from the question
         self._notes = prepared.notes
-        self.gated = gated
-        self._threshold = threshold
+        self.gated = gate is not None
+        self._gate = gate  # why the gate abstained
         self._retrieve_s = prepared.retrieve_s
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
         start = time.perf_counter()
         notes: list[str] = list(self._notes)
-        if self.gated:
-            best = max((h.dense for h in self.sources), default=0.0)
-            notes.append(f"no passage is close enough to the question (best {best:.2f} < threshold "
-                         f"{self._threshold:.2f}); the passages are related, but not an answer")
+        if self._gate is not None:
+            notes.append(self._gate)
             text, first = NO_ANSWER, 0.0
             yield text
         else:

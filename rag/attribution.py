@@ -91,6 +91,38 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(_CITATION.sub(" ", text).lower()) if w not in _STOP}
 
 
+# Words that carry the question's form, not its subject: their absence from a passage says nothing.
+_QUESTION_FORM = frozenset(
+    """how what which who whom when where why many much long often does do did is are was were can could
+    would should will shall may might must tell give name list describe explain mean means happen happens
+    typical usually kind type""".split()
+)
+
+
+def _stem(word: str) -> str:
+    """A light suffix strip, so "joins" meets "join" and "warns" meets "warn"."""
+    for suffix in ("ing", "es", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def key_terms(question: str) -> set[str]:
+    """The question's subject words, stemmed: its content words without the words of its form."""
+    return {_stem(w) for w in content_words(question) if w not in _QUESTION_FORM}
+
+
+def coverage(question: str, hits: Sequence[Hit]) -> float:
+    """Share of the question's key terms that occur in at least one passage (1.0 when it has none).
+    A question about something the documents never mention ("the gift shop's Sunday hours") leaves
+    its key terms uncovered, however close the passages are in meaning."""
+    terms = key_terms(question)
+    if not terms:
+        return 1.0
+    found = set().union(*({_stem(w) for w in content_words(h.text)} for h in hits)) if hits else set()
+    return len(terms & found) / len(terms)
+
+
 def cited_numbers(text: str) -> list[int]:
     return [int(n) for group in _CITATION.findall(text) for n in group.split(",")]
 

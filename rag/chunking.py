@@ -72,7 +72,7 @@ class Chunker:
             piece = doc.page_content
             if not piece.strip():
                 continue
-            start = locate(text, piece, cursor)
+            start, piece = span_of(text, piece, cursor)
             cursor = max(cursor, start + 1)
             if self.count_tokens(piece) <= self.limit or size <= 8:
                 out.append((piece, start))
@@ -83,13 +83,20 @@ class Chunker:
         return out
 
 
-def locate(text: str, piece: str, cursor: int) -> int:
-    """Where `piece` starts in `text`: its first occurrence after the previous chunk's start.
+def span_of(text: str, piece: str, cursor: int) -> tuple[int, str]:
+    """(start, exact text) of the splitter's `piece` in `text`: its first occurrence after the
+    previous chunk's start, so that `text[start:start + len(exact)] == exact` always holds.
     (langchain's own start_index mixes token and character counts, and in repetitive text it can
     point at a later copy.) A piece whose separators were re-joined differently is found by its
-    opening words."""
-    for probe in (piece, piece[:60], piece[:20]):
-        at = text.find(probe, cursor)
-        if at >= 0:
-            return at
-    return cursor
+    opening and closing words, and the chunk becomes the text between them."""
+    at = text.find(piece, cursor)
+    if at >= 0:
+        return at, piece
+    head, tail = piece[:40], piece[-40:]
+    at = text.find(head, cursor)
+    if at < 0:
+        at = text.find(head)
+    end = text.find(tail, at + len(head)) if at >= 0 else -1
+    if at < 0 or end < 0:
+        raise RuntimeError(f"chunking lost track of a piece of the page near offset {cursor}: {piece[:60]!r}")
+    return at, text[at:end + len(tail)]

@@ -144,7 +144,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from rag.components import make_assistant, make_generator, make_retriever
 
     settings = _settings(args, fallback=False if args.no_fallback else None,
-                         abstain_threshold="off" if args.no_gate else None)
+                         abstain_threshold="off" if args.no_gate else None, min_coverage=0.0 if args.no_gate else None)
     if not args.question.strip():
         raise UserError("question is empty")
     history = _read_history(args.history) if args.history else None

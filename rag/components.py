@@ -67,4 +67,5 @@ def make_assistant(settings: Settings, generator: Generator, retriever: Retrieve
         rewrite = "model" if settings.backend == "server" else "keywords"
     return Assistant(generator, retriever, k=settings.k, retrieval_mode=settings.mode, max_tokens=settings.max_tokens,
                      temperature=settings.temperature, abstain_threshold=settings.abstain_threshold,
-                     fallback=settings.fallback, rewrite=rewrite, context_window=settings.context_window)
+                     fallback=settings.fallback, rewrite=rewrite, context_window=settings.context_window,
+                     min_coverage=settings.min_coverage)

@@ -1,6 +1,6 @@
 """LoRA fine-tuning with peft on data from rag/finetune_data.py; writes a registered adapter.
 
-Methods (one peft config, and sometimes an optimizer, each; see ../shared/seeds "AI tricks"):
+Methods (one peft config, and sometimes an optimizer, each):
 - `lora`: LoRA (Hu et al. 2021), scaling alpha / r;
 - `rslora`: rank-stabilised LoRA, scaling alpha / sqrt(r), so higher ranks keep learning;
 - `dora`: weight-decomposed LoRA (magnitude + direction);

@@ -53,6 +53,9 @@ class Settings:
     # Trust: "auto" takes the threshold `rag tune` recorded in the collection (no gate if none),
     # "off" never abstains before generation, a number is the minimum cosine of the best passage.
     abstain_threshold: str = "auto"
+    # ... and the share of the question's key terms that must occur in some passage (0 = no check):
+    # a question about what the documents never mention is answered "I don't know" up front.
+    min_coverage: float = 0.75
     # When most of an answer's sentences are supported by no passage, show the passage sentence that
     # best answers the question, as a labelled quote, instead of the unsupported text.
     fallback: bool = True
@@ -105,6 +108,8 @@ class Settings:
                 raise ConfigError(
                     f"abstain_threshold must be auto, off or a number, got {self.abstain_threshold!r}"
                 ) from None
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ConfigError(f"min_coverage must be in [0, 1], got {self.min_coverage!r}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be in [0, 2], got {self.temperature!r}")
         for name in ("request_timeout", "connect_timeout", "first_token_timeout"):

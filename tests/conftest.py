@@ -14,7 +14,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
-SEEDS = ROOT.parent / "shared" / "seeds"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +28,23 @@ def chunker(embedder):
     from rag.chunking import Chunker
 
     return Chunker(embedder.tokenizer, embedder.max_tokens, 200, 40)
+
+
+def lossy_thai_mojibake(text: str) -> str:
+    """`text` as a document that went through a lossy pipeline: its UTF-8 bytes decoded as TIS-620,
+    the bytes TIS-620 leaves undefined (0x80-0x9F) dropped. Curly quotes and dashes become runs of
+    Thai letters that no decoder can undo; the repair must remove them and keep the prose."""
+    return "".join(ch for ch in text.encode("utf-8").decode("tis_620") if not "\x80" <= ch <= "\x9f")
+
+
+@pytest.fixture
+def mojibake_file(tmp_path) -> Path:
+    prose = ("How do you teach a model new data without the old data \u2014 and prevent \u201ccatastrophic "
+             "forgetting\u201d? Models struggle to truly learn new things while remembering old ones. "
+             "The model\u2019s adapters keep the old weights frozen.\n")
+    path = tmp_path / "ai_tricks.txt"
+    path.write_text(lossy_thai_mojibake(prose * 12), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +173,14 @@ def vllm_server(smollm2_dir, seeded_adapter_dir, fact_adapter, cache_dir, tmp_pa
     server.start(timeout=600)
     yield server
     server.stop()
+
+
+# Fixtures that load the real SmolLM2, train on it, or start a vLLM server: a test that uses one is
+# slow whatever its own mark says, so `make test-fast` (-m "not slow") never pays for them.
+SLOW_FIXTURES = {"smollm2_dir", "seeded_adapter_dir", "fact_adapter", "vllm_server", "vllm_install"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -31,3 +31,50 @@ def test_smollm2_answers_a_sample_question_with_the_fact(sample_collection, embe
     answer = assistant.ask("When was the Korvik Island Lighthouse first lit?")
     assert "1887" in answer.answer
     assert answer.sources[0].source.endswith("korvik_lighthouse.md")
+
+
+class CountingGenerator:
+    """A fake Generator that records whether it was called: the gate must answer without the model."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, messages, *, max_tokens=200, temperature=0.0):
+        return "".join(self.stream(messages))
+
+    def stream(self, messages, *, max_tokens=200, temperature=0.0):
+        self.calls += 1
+        yield "The Tidy T3 has a two-year warranty."
+
+
+def test_the_gate_abstains_without_calling_the_model(sample_collection, embedder):
+    from rag.prompts import NO_ANSWER
+
+    model = CountingGenerator()
+    assistant = Assistant(model, Retriever(sample_collection, embedder), k=3, abstain_threshold=0.3, min_coverage=0.75)
+    off_topic = assistant.ask("What is the capital of Mongolia?")
+    assert off_topic.answer == NO_ANSWER and off_topic.gated and off_topic.kind == "abstained" and model.calls == 0
+    assert off_topic.low_confidence and "is close enough" in off_topic.notes[0]
+    unmentioned = assistant.ask("What are the opening times of the Korvik lighthouse gift shop on Sundays?")
+    assert unmentioned.gated and "key terms" in unmentioned.notes[0] and model.calls == 0
+    on_topic = assistant.ask("How long is the Tidy T3 warranty?")
+    assert not on_topic.gated and model.calls == 1
+    assert on_topic.answer == "The Tidy T3 has a two-year warranty [1]." and on_topic.kind == "answer"
+    assert on_topic.citations[0].supported and on_topic.highlights[1]
+
+
+@pytest.mark.slow
+def test_smollm2_behind_the_gate_and_attribution(sample_collection, embedder, smollm2_dir):
+    """The real model: an off-topic question is declined up front, an on-topic one is answered with
+    the fact and a citation added to the passage that holds it."""
+    collection = sample_collection
+    assistant = Assistant(LocalGenerator(str(smollm2_dir)), Retriever(collection, embedder), k=3, max_tokens=60,
+                          abstain_threshold=0.3, min_coverage=0.75)
+    assert assistant.ask("Who won the football world cup in 1966?").kind == "abstained"
+    answer = assistant.ask("When was the Korvik Island Lighthouse first lit?")
+    assert "1887" in answer.answer and answer.kind == "answer"
+    cited = {n for c in answer.citations if c.supported for n in c.passages}
+    assert cited and all(answer.sources[n - 1].source.endswith("korvik_lighthouse.md") for n in cited)
+    assert f"[{min(cited)}]" in answer.answer

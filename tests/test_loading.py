@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE, SEEDS
+from conftest import SAMPLE
 from rag.loading import LoadError, decode_text, discover, extraction_failed, load, repair_mojibake
 
 
@@ -39,8 +39,8 @@ def test_cp1252_mojibake_is_repaired():
     assert notes == ["mojibake repaired by ftfy"]
 
 
-def test_seed_with_lossy_thai_mojibake_is_cleaned():
-    doc = load(SEEDS / "004_7efe7987fe57e027.txt")
+def test_lossy_thai_mojibake_is_cleaned(mojibake_file):
+    doc = load(mojibake_file)
     text = doc.pages[0].text
     assert not any("\u0e00" <= ch <= "\u0e7f" for ch in text)
     assert "struggle to truly learn new things while remembering old ones." in text
