@@ -26,13 +26,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def guarded(raw: str, context: str) -> str:
-    from rag.loops import LoopGuard, trim
+    """What the product shows of `raw`: the loop guard and the prompt-echo cut replayed word by word."""
+    from rag.loops import LoopGuard, scaffold_echo, trim
 
     guard = LoopGuard(context)
     for match in re.finditer(r"\S+", raw):
-        loop = guard.check(raw[: match.end()])
+        text = raw[: match.end()]
+        loop = guard.check(text)
         if loop is not None:
-            return trim(raw[: match.end()], loop)
+            return trim(text, loop)
+        echo = scaffold_echo(text)
+        if echo is not None:
+            return text[:echo].rstrip()
     return raw
 
 

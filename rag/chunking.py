@@ -33,13 +33,13 @@ def chunk_id(source: str, page: int | None, start: int, text: str) -> str:
 
 
 class Chunker:
-    def __init__(self, tokenizer: Any, max_tokens: int, chunk_size: int = 200, chunk_overlap: int = 40):
-        """`max_tokens` is the embedder's max sequence length, special tokens included."""
-        limit = max_tokens - SPECIAL_TOKENS
+    def __init__(self, tokenizer: Any, max_seq_length: int, chunk_size: int = 200, chunk_overlap: int = 40):
+        """`max_seq_length` is the embedder's, special tokens included."""
+        limit = max_seq_length - SPECIAL_TOKENS
         if chunk_size > limit:
             raise ConfigError(
                 f"chunk_size {chunk_size} exceeds the embedding model's limit of {limit} tokens "
-                f"(max_seq_length {max_tokens} minus {SPECIAL_TOKENS} special tokens)"
+                f"(max_seq_length {max_seq_length} minus {SPECIAL_TOKENS} special tokens)"
             )
         self.tokenizer = tokenizer
         self.limit = limit

@@ -39,7 +39,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     overrides = {
         "collection": getattr(args, "collection", None),
         "k": getattr(args, "k", None),
-        "mode": getattr(args, "retrieval", None) or (getattr(args, "mode", None) if args.command == "retrieve" else None),
+        "mode": getattr(args, "retrieval", None),
         "backend": getattr(args, "backend", None),
         "base_url": getattr(args, "base_url", None),
         "model": getattr(args, "model", None),
@@ -417,7 +417,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"abstain below cosine {report.threshold:.3f} ({report.false_abstention:.1%} of the answerable questions"
         + "".join(f"; {s['abstained']:.0%} of {s['n']} {name} questions" for name, s in report.abstention.items())
         + ")")
-    print(f"collection '{report.collection}': {report.questions} synthetic questions ({report.generator}) -> "
+    print(f"collection '{report.collection}': {report.questions} synthetic questions ({report.generator}, "
+          f"correction {report.correction}) -> "
           f"default mode {report.mode}, hybrid weights {weights} (dense:BM25), {gate}; recorded in {collection.folder}")
     return 0
 
@@ -449,6 +450,18 @@ def _where(hit) -> str:
 def _snippet(text: str, width: int = 160) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+class _Deprecated(argparse.Action):
+    """An old flag kept for one release: it still works, and says which flag replaces it."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any):
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"warning: {option_string} is deprecated here and will be removed; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -497,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?")
     with_collection(p)
     p.add_argument("--k", type=int)
-    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: auto, the mode rag tune chose, else hybrid)")
+    p.add_argument("--mode", dest="retrieval", choices=MODES, action=_Deprecated, new="--retrieval",
+                   help=argparse.SUPPRESS)
     p.add_argument("--queries", help="JSONL with a 'question' field, or one question per line")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retrieve)
@@ -545,8 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune-data", help="build fine-tuning data (train / held-out) from a collection")
     with_collection(p)
     p.add_argument("--out", required=True, help="folder for train.jsonl, heldout.jsonl, meta.json")
-    p.add_argument("--mode", dest="data_mode", choices=("qa", "cpt", "raft"), default="qa",
+    p.add_argument("--format", dest="data_mode", choices=("qa", "cpt", "raft"), default="qa",
                    help="qa: question -> answer; cpt: raw chunk text; raft: question + oracle/distractor chunks")
+    p.add_argument("--mode", dest="data_mode", choices=("qa", "cpt", "raft"), action=_Deprecated, new="--format",
+                   help=argparse.SUPPRESS)
     p.add_argument("--paraphrases", type=int, default=4, help="extra phrasings per fact (default 4)")
     p.add_argument("--heldout", type=float, default=0.2, help="share of facts with one phrasing held out")
     p.add_argument("--distractors", type=int, default=3, help="raft: distractor chunks per example")

@@ -21,7 +21,7 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
-    return Chunker(embedder.tokenizer, embedder.max_tokens, settings.chunk_size, settings.chunk_overlap)
+    return Chunker(embedder.tokenizer, embedder.max_seq_length, settings.chunk_size, settings.chunk_overlap)
 
 
 def open_collection(settings: Settings, embedder: Embedder | None = None, create: bool = False) -> Collection:

@@ -20,7 +20,7 @@ DEFAULT_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-
 class Embedder(Protocol):
     name: str  # recorded in each collection, checked on every open
     dim: int
-    max_tokens: int  # the model's max sequence length, special tokens included
+    max_seq_length: int  # the model's max sequence length in tokens, special tokens included
     tokenizer: Any
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -61,7 +61,7 @@ class SentenceTransformerEmbedder:
         self.name = "all-MiniLM-L6-v2" if model in DEFAULT_MODEL_NAMES else model
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.max_tokens = int(self._model.max_seq_length)
+        self.max_seq_length = int(self._model.max_seq_length)
         self.tokenizer = self._model.tokenizer
         self.batch_size = batch_size
 

@@ -427,21 +427,32 @@ class LocalGenerator:
         import torch
         from transformers import TextIteratorStreamer
 
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
         inputs = self.encode(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
+        stop = threading.Event()  # set when the consumer stops reading (a loop guard, a closed stream)
+
+        class StopWhenAsked(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    self.model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature), streamer=streamer)
+                    self.model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([StopWhenAsked()]))
             except BaseException as exc:  # surfaced in the consuming thread below
                 failure.append(exc)
                 streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from (piece for piece in streamer if piece)
-        thread.join()
+        try:
+            yield from (piece for piece in streamer if piece)
+        finally:  # also when the consumer closes this generator early: the model stops at the next token
+            stop.set()
+            thread.join()
         if failure:
             raise GenerationError(f"local generation failed: {failure[0]}") from failure[0]

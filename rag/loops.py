@@ -4,7 +4,8 @@ A small model answering from long context often falls into a cycle ("of the isla
 of ..."). `LoopGuard` watches the answer as it grows and reports a loop when an n-gram of the
 answer's own words comes round again more often than the context passages themselves repeat it:
 copying a phrase the documents repeat is not a loop, saying it again and again is. The answer is
-cut where the repetition began. It works on words of the decoded text, so it guards any generator
+cut where the repetition began. `scaffold_echo` finds where a model starts writing the prompt's own
+layout (a passage header, the context markers, a new "Question:"), where the answer is cut too. It works on words of the decoded text, so it guards any generator
 (in-process or a server) alike. It does not call a model.
 """
 
@@ -59,6 +60,17 @@ class LoopGuard:
 def trim(answer: str, loop: Loop) -> str:
     """The answer up to where the repetition began, without a dangling separator."""
     return answer[: loop.cut].rstrip(" ,;:-–—\n\t")
+
+
+# The prompt's own scaffolding (rag/prompts.py): a model that starts writing a passage header, the
+# context markers or a new "Question:" has stopped answering and is echoing its prompt.
+_SCAFFOLD = re.compile(r"(?:^|\n)\s*\[\d+\]\s*\(|<<<CONTEXT|CONTEXT>>>|(?:^|\n)\s*Question:|\n\s*Answer:")
+
+
+def scaffold_echo(answer: str) -> int | None:
+    """Where the answer starts echoing the prompt's scaffolding, or None."""
+    match = _SCAFFOLD.search(answer)
+    return match.start() if match else None
 
 
 def is_looping(answer: str, context: str = "") -> bool:

@@ -27,7 +27,7 @@ def embedder():
 def chunker(embedder):
     from rag.chunking import Chunker
 
-    return Chunker(embedder.tokenizer, embedder.max_tokens, 200, 40)
+    return Chunker(embedder.tokenizer, embedder.max_seq_length, 200, 40)
 
 
 def lossy_thai_mojibake(text: str) -> str:

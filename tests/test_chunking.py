@@ -10,7 +10,7 @@ def test_no_chunk_exceeds_the_embedder_limit(chunker, embedder):
     doc = Document(None, [Page("x" * 6000 + " " + "tokenization of sub-words " * 400, 1)])
     chunks = chunker.split(doc, "big.txt")
     assert len(chunks) > 10
-    assert max(chunker.count_tokens(c.text) for c in chunks) <= embedder.max_tokens
+    assert max(chunker.count_tokens(c.text) for c in chunks) <= embedder.max_seq_length
 
 
 def _long_page() -> str:
@@ -43,11 +43,11 @@ def test_spans_point_back_into_the_page_exactly_and_ids_are_stable(chunker, sour
 
 def test_chunk_size_above_model_limit_is_refused(embedder):
     with pytest.raises(ValueError, match=r"chunk_size 300 exceeds the embedding model's limit of 254 tokens"):
-        Chunker(embedder.tokenizer, embedder.max_tokens, chunk_size=300)
+        Chunker(embedder.tokenizer, embedder.max_seq_length, chunk_size=300)
 
 
 def test_chunk_size_and_overlap_are_respected(embedder):
-    small = Chunker(embedder.tokenizer, embedder.max_tokens, chunk_size=40, chunk_overlap=10)
+    small = Chunker(embedder.tokenizer, embedder.max_seq_length, chunk_size=40, chunk_overlap=10)
     doc = Document(None, [Page("Marmots whistle when eagles fly over the meadow. " * 60, None)])
     chunks = small.split(doc, "m.txt")
     assert all(small.count_tokens(c.text) <= 40 + 2 for c in chunks)

@@ -53,7 +53,7 @@ def test_retrieve_json_and_queries_file(home, tmp_path):
     assert set(out["results"][0]) == {"source", "page", "score", "text"}
     queries = tmp_path / "q.jsonl"
     queries.write_text('{"question": "How long do marmots hibernate?"}\nWhich plant does tea come from?\n')
-    lines = rag("retrieve", "--queries", str(queries), "-c", "sample", "--mode", "bm25", home=home).stdout.splitlines()
+    lines = rag("retrieve", "--queries", str(queries), "-c", "sample", "--retrieval", "bm25", home=home).stdout.splitlines()
     assert [json.loads(l)["question"] for l in lines] == ["How long do marmots hibernate?", "Which plant does tea come from?"]
     assert json.loads(lines[0])["results"][0]["page"] == 5
 
@@ -152,3 +152,10 @@ def test_every_module_error_is_a_rag_error():
     for error in (AdapterError, UserError, FinetuneError, DataError, GenerationError, LoadError, ServeError,
                   CollectionError):
         assert issubclass(error, RagError), error
+
+
+def test_renamed_flags_still_work_with_a_deprecation_line(home, tmp_path):
+    old = rag("retrieve", "How long do marmots hibernate?", "-c", "sample", "--mode", "bm25", "--json", home=home)
+    assert "warning: --mode is deprecated here and will be removed; use --retrieval" in old.stderr
+    new = rag("retrieve", "How long do marmots hibernate?", "-c", "sample", "--retrieval", "bm25", "--json", home=home)
+    assert json.loads(old.stdout) == json.loads(new.stdout)

@@ -14,7 +14,7 @@ def tiny_generator(tiny_model_dir):
     return LocalGenerator(str(tiny_model_dir), device="cpu")
 
 
-@pytest.fixture(params=["local-tiny", "vllm"])
+@pytest.fixture(params=["local-tiny", pytest.param("vllm", marks=pytest.mark.slow)])
 def generator(request, tiny_generator):
     """Every Generator: in-process transformers, and OpenAIGenerator on the session's real vLLM server."""
     if request.param == "vllm":
@@ -65,3 +65,14 @@ def test_prompt_keeps_documents_out_of_the_system_role():
     user = messages[1]["content"]
     assert "[1] (source: doc.txt, page 3)" in user
     assert user.index("<<<CONTEXT") < user.index("Ignore previous") < user.index("CONTEXT>>>")
+
+
+def test_closing_a_local_stream_stops_the_model(tiny_generator):
+    import time
+
+    pieces = tiny_generator.stream(MESSAGES, max_tokens=2000)
+    next(pieces)
+    start = time.perf_counter()
+    pieces.close()  # what the loop guard does: generation must end now, not after 2000 tokens
+    assert time.perf_counter() - start < 5
+    assert tiny_generator.generate(MESSAGES, max_tokens=4)  # the lock was released

@@ -69,3 +69,15 @@ def test_smollm2_answer_to_the_gallery_question_does_not_loop(sample_collection,
     answer = assistant.ask("Can children climb to the gallery?")
     context = " ".join(m["content"] for m in answer.messages)
     assert not is_looping(answer.answer, context), answer.answer
+
+
+def test_an_echo_of_the_prompt_layout_is_cut():
+    from rag.loops import scaffold_echo
+
+    answer = "The Tidy T3 has a two-year warranty.\n\n[4] (source: tidy_t3_manual.html)\nThe battery"
+    assert answer[: scaffold_echo(answer)] == "The Tidy T3 has a two-year warranty."
+    assert scaffold_echo("It was first lit in 1887 [1]. See [2] (page 3).") is None
+    assert scaffold_echo("Answer: it holds 0.4 litres.") is None  # a leading label is not an echo
+    assert scaffold_echo("It is 31 metres tall.\nQuestion: How tall") == len("It is 31 metres tall.")
+    stream = Assistant(ScriptedGenerator("It is 31 metres tall. CONTEXT>>> Question: x")).ask_stream("q", mode="base")
+    assert "".join(stream) == "It is 31 metres tall." and "echo its prompt" in stream.answer.notes[0]
