@@ -10,8 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag.cli_args import add_fields, field_values
 from rag.errors import RagError
+from rag.finetune import FinetuneConfig
 from rag.settings import MODES, Settings, load_settings
+
+# The FinetuneConfig fields `rag finetune` sets from flags (the others come from Settings).
+FINETUNE_FLAGS = ("data", "name", "method", "rank", "alpha", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
+                  "max_length", "loraplus_ratio", "embedding_lr", "init", "eval_steps", "patience", "check", "seed",
+                  "overwrite")
 
 
 class UserError(RagError):
@@ -19,20 +26,15 @@ class UserError(RagError):
 
 
 def _quiet() -> None:
+    """Library chatter off, by environment variables: importing transformers here would cost every
+    command a second, also those that never load a model (rag collections, rag check)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model is local; never reach for a hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import logging
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar too
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -285,18 +287,14 @@ def cmd_finetune_data(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from rag.finetune import FinetuneConfig, train
+    from rag.finetune import train
     from rag.models import resolve_model
 
     settings = _settings(args)
     config = FinetuneConfig(
-        data=Path(args.data), name=args.name, base_model=resolve_model(settings.model, settings.cache_dir),
-        adapters_dir=settings.adapters_dir, method=args.method, rank=args.rank, alpha=args.alpha,
-        lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, max_length=args.max_length, loraplus_ratio=args.loraplus_ratio,
-        embedding_lr=args.embedding_lr, init=args.init, eval_steps=args.eval_steps, patience=args.patience,
-        check=args.check, seed=args.seed, device=settings.device, overwrite=args.overwrite,
-        progress=not args.json,
+        **field_values(args, FinetuneConfig, FINETUNE_FLAGS),
+        base_model=resolve_model(settings.model, settings.cache_dir), adapters_dir=settings.adapters_dir,
+        device=settings.device, progress=not args.json,
     )
     result = train(config)
     card = result.card
@@ -577,27 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune_data)
 
     p = sub.add_parser("finetune", help="train a LoRA adapter with peft and register it")
-    p.add_argument("--data", required=True, help="folder written by rag finetune-data")
-    p.add_argument("--name", required=True, help="adapter name (rag adapters, rag ask --adapter NAME)")
-    p.add_argument("--method", choices=("lora", "rslora", "dora", "lora-fa", "loraplus", "vera"), default="lora")
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--alpha", type=float, help="LoRA alpha (default: 2 x rank)")
-    p.add_argument("--lr", type=float, help="learning rate (default 5e-4; vera 5e-3)")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=512, help="tokens per example")
-    p.add_argument("--loraplus-ratio", type=float, default=16.0, help="loraplus: lr of B / lr of A")
-    p.add_argument("--embedding-lr", type=float, help="also adapt the token embeddings, at this lower learning rate")
-    p.add_argument("--init", choices=("default", "gaussian", "loftq"), default="default",
-                   help="LoRA init; loftq needs a CUDA GPU")
-    p.add_argument("--eval-steps", type=int, default=10, help="held-out loss every N steps")
-    p.add_argument("--patience", type=int, default=3, help="early stopping patience in evaluations; 0 = off")
-    p.add_argument("--check", type=int, default=10, help="held-out questions answered before/after (0 = skip)")
+    add_fields(p, FinetuneConfig, FINETUNE_FLAGS)
     p.add_argument("--model", help="base model: HF folder or name (default: the embedded SmolLM2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an adapter of the same name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_finetune)
 

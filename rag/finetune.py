@@ -43,33 +43,39 @@ class FinetuneError(RagError):
     """A run that cannot start or finish; the message says why and what to do."""
 
 
+def _opt(default: Any, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class FinetuneConfig:
-    data: Path
-    name: str
+    """One training run. The help texts and choices are the `rag finetune` flags (rag/cli_args.py)."""
+
+    data: Path = field(metadata={"help": "folder written by rag finetune-data"})
+    name: str = field(metadata={"help": "adapter name (rag adapters, rag ask --adapter NAME)"})
     base_model: str  # a Hugging Face folder (the embedded SmolLM2 by default, resolved by the caller)
     adapters_dir: Path
-    method: str = "lora"
-    rank: int = 16
-    alpha: float | None = None  # default: 2 x rank
+    method: str = _opt("lora", "peft method", choices=METHODS)
+    rank: int = _opt(16, "LoRA rank")
+    alpha: float | None = _opt(None, "LoRA alpha (default: 2 x rank)")
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    lr: float | None = None  # default: 5e-4 (VeRA: 5e-3)
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 512
+    lr: float | None = _opt(None, "learning rate (default 5e-4; vera 5e-3)")
+    epochs: float = _opt(3.0, "passes over the training data")
+    max_steps: int = _opt(-1, "stop after N optimizer steps (overrides --epochs)")
+    batch_size: int = _opt(4, "examples per step")
+    grad_accum: int = _opt(1, "gradient accumulation steps")
+    max_length: int = _opt(512, "tokens per example")
     warmup_ratio: float = 0.05
-    loraplus_ratio: float = 16.0
-    embedding_lr: float | None = None  # set: LoRA on embed_tokens too, at this learning rate
-    init: str = "default"
-    eval_steps: int = 10
-    patience: int = 3  # early stopping after this many held-out evaluations without improvement; 0 = off
-    check: int = 10  # held-out questions answered before and after training, to see learning, not just loss
-    seed: int = 0
+    loraplus_ratio: float = _opt(16.0, "loraplus: lr of B / lr of A")
+    embedding_lr: float | None = _opt(None, "also adapt the token embeddings, at this lower learning rate")
+    init: str = _opt("default", "LoRA init; loftq needs a CUDA GPU", choices=INITS)
+    eval_steps: int = _opt(10, "held-out loss every N steps")
+    patience: int = _opt(3, "early stopping after this many held-out evaluations without improvement; 0 = off")
+    check: int = _opt(10, "held-out questions answered before and after training, to see learning (0 = skip)")
+    seed: int = _opt(0, "random seed")
     device: str = "auto"
-    overwrite: bool = False
+    overwrite: bool = _opt(False, "replace an adapter of the same name")
     progress: bool = True
 
     def __post_init__(self) -> None:
