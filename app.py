@@ -139,7 +139,7 @@ def show_answer(message: dict, turn: int) -> None:
     sources = message.get("sources", [])
     st.markdown(link_markers(message["content"], turn, len(sources)))
     if message.get("low_confidence"):
-        reason = ("no passage is close enough to the question" if message.get("gated")
+        reason = ("the documents do not seem to answer this; the passages below are related" if message.get("kind") == "abstained"
                   else "the answer is a quote: the model's own answer was not supported by the passages"
                   if message.get("kind") == "quote" else "most of the answer is not supported by the passages")
         st.info(f"Low confidence: {reason}. Check the sources.")
@@ -153,7 +153,7 @@ def show_sources(message: dict, turn: int) -> None:
     sources = message.get("sources", [])
     if not sources:
         return
-    label = "Related, but not an answer" if message.get("gated") else "Sources"
+    label = "Related, but not an answer" if message.get("kind") == "abstained" else "Sources"
     with st.expander(f"{label} ({len(sources)})", expanded=turn == len(st.session_state.messages) - 1):
         if message.get("query") and message["query"] != message.get("question"):
             st.caption(f"Retrieved with the standalone question: {message['query']}")

@@ -55,9 +55,10 @@ class Answer:
 
     @property
     def low_confidence(self) -> bool:
-        """The gate fired, the answer fell back to a quote, or most sentences are unsupported."""
+        """No answer was given (the gate, or an unsupported answer on passages that do not cover the
+        question), the answer fell back to a quote, or most sentences are unsupported."""
         unsupported = sum(not c.supported for c in self.citations)
-        return self.gated or self.kind == "quote" or (bool(self.citations) and unsupported * 2 > len(self.citations))
+        return self.kind in ("quote", "abstained") or (bool(self.citations) and unsupported * 2 > len(self.citations))
 
     def as_dict(self) -> dict:
         return {
@@ -279,22 +280,30 @@ class AnswerStream:
         return text, first
 
     def attribute(self, answer: Answer) -> None:
-        """Add citations to a finished RAG answer, or replace a mostly unsupported one by a quote."""
+        """Add citations to a finished RAG answer. A mostly unsupported one is replaced: by the passage
+        sentence that best answers the question, quoted, when the passages mention everything the
+        question asks about; otherwise by the no-answer sentence (the passages are only related)."""
         attributor = self._assistant.attributor
         if attributor is None:
             return
         found: Attribution = attributor.attribute(answer.answer, self.sources, self.question)
         answer.answer, answer.citations, answer.highlights = found.answer, found.citations, found.highlights
-        if self._assistant.fallback and found.supported_share < FALLBACK_BELOW:  # an empty answer included
-            quote = attributor.best_quote(self.question, self.sources)
-            if quote is not None:
-                number, span = quote
-                sentence = " ".join(self.sources[number - 1].text[span.start:span.end].split())
-                answer.answer = f'Quote from [{number}]: "{sentence}"'
-                answer.kind = "quote"
-                answer.highlights = {number: span}
-                answer.notes.append("the model's answer was not supported by the passages; the passage sentence "
-                                    "that best answers the question is quoted instead")
+        if not self._assistant.fallback or found.supported_share >= FALLBACK_BELOW:  # an empty answer falls back
+            return
+        covered = coverage(self.query, self.sources)
+        quote = attributor.best_quote(self.question, self.sources) if covered >= 1.0 else None
+        if quote is None:
+            answer.answer, answer.kind, answer.highlights = NO_ANSWER, "abstained", {}
+            answer.notes.append(f"the model's answer was not supported by the passages, and they mention only "
+                                f"{covered:.0%} of what the question asks about; they are related, but not an answer")
+            return
+        number, span = quote
+        sentence = " ".join(self.sources[number - 1].text[span.start:span.end].split())
+        answer.answer = f'Quote from [{number}]: "{sentence}"'
+        answer.kind = "quote"
+        answer.highlights = {number: span}
+        answer.notes.append("the model's answer was not supported by the passages; the passage sentence "
+                            "that best answers the question is quoted instead")
 
 
 def _hold_back(text: str, words: int) -> int:

@@ -175,7 +175,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if answer.sources and answer.query != args.question.strip():
         print(f"\nRetrieved with the standalone question: {answer.query}")
     if answer.sources:
-        print("\nRelated passages (not an answer):" if answer.gated else "\nSources:")
+        print("\nRelated passages (not an answer):" if answer.kind == "abstained" else "\nSources:")
         for n, hit in enumerate(answer.sources, start=1):
             print(f"  [{n}] {_where(hit)}  score {hit.score:.4f}")
             span = answer.highlights.get(n)

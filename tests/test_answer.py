@@ -78,3 +78,28 @@ def test_smollm2_behind_the_gate_and_attribution(sample_collection, embedder, sm
     cited = {n for c in answer.citations if c.supported for n in c.passages}
     assert cited and all(answer.sources[n - 1].source.endswith("korvik_lighthouse.md") for n in cited)
     assert f"[{min(cited)}]" in answer.answer
+
+
+def test_an_unsupported_answer_becomes_a_quote_or_no_answer(sample_collection, embedder):
+    from rag.prompts import NO_ANSWER
+
+    class Says(CountingGenerator):
+        def __init__(self, text):
+            super().__init__()
+            self.text = text
+
+        def stream(self, messages, *, max_tokens=200, temperature=0.0):
+            self.calls += 1
+            yield self.text
+
+    retriever = Retriever(sample_collection, embedder)
+    # the passages mention everything asked about: the best passage sentence is quoted instead
+    quoted = Assistant(Says("The moon is made of green cheese."), retriever, k=3, abstain_threshold=None,
+                       min_coverage=0.75).ask("How long is the Tidy T3 warranty?")
+    assert quoted.kind == "quote" and quoted.answer == 'Quote from [1]: "The Tidy T3 has a two-year warranty."'
+    assert quoted.model_answer == "The moon is made of green cheese."
+    # they do not mention how loud it is: no quote pretends to answer, the answer is no answer
+    declined = Assistant(Says("It runs at 85 decibels."), retriever, k=3, abstain_threshold=None,
+                         min_coverage=0.75).ask("How loud is the Tidy T3 on the standard suction level?")
+    assert declined.kind == "abstained" and declined.answer == NO_ANSWER and not declined.gated
+    assert "related, but not an answer" in declined.notes[-1] and declined.low_confidence
