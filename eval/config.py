@@ -8,8 +8,6 @@ and writes its report to `out`. It does not run anything.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,11 +67,6 @@ class EvalConfig:
 
     def as_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
-
-    def answer_key(self, extra: dict) -> str:
-        """What an answer depends on, hashed: cached answers are reused only under the same key."""
-        keep = {k: v for k, v in self.as_dict().items() if k in ("adapter", "settings")}
-        return hashlib.sha256(json.dumps({**keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_experiment(folder: Path) -> EvalConfig:

@@ -2,13 +2,16 @@
 
 A model on any OpenAI-compatible server (vLLM) reads the question, the passages the answer was
 given (RAG arms) and the answer, and replies in JSON held to a schema by the server's structured
-output. Scores are rescaled to 0..1 and stored per record as `judge_faithfulness` and
-`judge_relevance`. It does not compute the offline metrics (eval/scoring.py).
+output. Scores are rescaled to 0..1 and returned per question and arm as `judge_faithfulness` and
+`judge_relevance`; the records are not changed. It does not compute the offline metrics (eval/scoring.py).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+
+from eval.answers import Record
 
 SCHEMA = {
     "type": "object",
@@ -23,22 +26,33 @@ SYSTEM = (
 )
 
 
-def judge_records(base_url: str, model: str, records, rows_by_id: dict[str, dict]) -> dict:
-    """Grade every record in place; returns {graded, failed}."""
+@dataclass
+class Judged:
+    scores: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (qid, arm) -> judge_* scores
+    graded: int = 0
+    failed: int = 0  # replies that were not the JSON asked for
+    model: str = ""
+
+    def summary(self) -> dict:
+        return {"graded": self.graded, "failed": self.failed, "model": self.model}
+
+
+def judge_records(base_url: str, model: str, records: list[Record]) -> Judged:
+    """Grade every record's answer."""
     from rag.generator import OpenAIGenerator
 
     generator = OpenAIGenerator(base_url, model)
-    graded = failed = 0
+    judged = Judged(model=generator.name)
     for record in records:
-        passages = "\n\n".join(f"[{n}] {s['text']}" for n, s in enumerate(record.sources, start=1)) or "(none)"
+        passages = "\n\n".join(f"[{n}] {s.text}" for n, s in enumerate(record.sources, start=1)) or "(none)"
         prompt = f"Question: {record.question}\n\nPassages:\n{passages}\n\nAnswer: {record.answer}"
         reply = generator.generate_json([{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
                                         SCHEMA, name="grade", max_tokens=40)
         try:
             grade = json.loads(reply)
-            record.judge = {"judge_faithfulness": (int(grade["faithfulness"]) - 1) / 4,
-                            "judge_relevance": (int(grade["relevance"]) - 1) / 4}
-            graded += 1
+            judged.scores[(record.qid, record.arm)] = {"judge_faithfulness": (int(grade["faithfulness"]) - 1) / 4,
+                                                       "judge_relevance": (int(grade["relevance"]) - 1) / 4}
+            judged.graded += 1
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            failed += 1
-    return {"graded": graded, "failed": failed, "model": generator.name}
+            judged.failed += 1
+    return judged

@@ -1,55 +1,42 @@
-"""Run every question through every arm (base, rag, lora, lora+rag) and record answers and costs.
+"""Run every question through every arm (base, rag, lora, lora+rag) and record answers and rankings.
 
-Answers are appended to `<out>/answers.jsonl` as they come, keyed by question x arm x a hash of
-what the answer depends on, so an interrupted run resumes where it stopped and a changed setting
-re-asks only what it changes. Also measured: the retrieval ranking per question, the index build
-time (the collection's files re-ingested into a scratch collection), and the knowledge update (new
-documents: RAG ingests them, LoRA trains a new adapter on them). It does not score or report
-(eval/scoring.py, eval/report.py).
+Each answer goes through the product's own Assistant (rag/answer.py), so the eval scores exactly
+what a user is shown. Before asking, the runner builds the question's messages (retrieval included,
+which is cheap) and looks the answer up in the cache by their hash (eval/answers.py): an interrupted
+run resumes, and a changed prompt, passage, model or setting re-asks only what it changes. Also
+here: the retrieval ranking per question and the chunks that hold each question's evidence. It does
+not score, measure build or update costs (eval/costs.py) or report (eval/report.py).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from eval.answers import ANSWERS_FILE, AnswerCache, Passage, Record, answer_key, postprocessing
 from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
+from eval.results import KnowledgeUpdate
 from rag.answer import Assistant
 from rag.components import make_assistant
 from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.jsonl import read_jsonl
-from rag.retriever import Hit, Retriever
+from rag.retriever import Retriever
 from rag.settings import Settings
-
-ANSWERS_FILE = "answers.jsonl"
-
-
-@dataclass
-class Record:
-    qid: str
-    arm: str
-    question: str
-    answer: str
-    sources: list[dict]  # {source, chunk_id, text} of the passages in the prompt, in prompt order
-    seconds: float
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    key: str = ""
 
 
 @dataclass
 class RunData:
+    """Everything a run measured, before scoring."""
+
     questions: list[dict]
     records: list[Record]
-    rankings: dict[str, list[dict]]  # qid -> [{chunk_id, source, text}] best first, retrieval_k deep
-    relevant: dict[str, list[str]]  # qid -> ids of the chunks that hold the gold evidence
-    costs: dict = field(default_factory=dict)
-    update: dict = field(default_factory=dict)
+    rankings: dict[str, list[Passage]] = field(default_factory=dict)  # qid -> best first, retrieval_k deep
+    relevant: dict[str, list[str]] = field(default_factory=dict)  # qid -> ids of the chunks holding the evidence
+    costs: dict = field(default_factory=dict)  # run-wide: index build, fine-tune, judge
+    update: KnowledgeUpdate | None = None
+    judged: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (qid, arm) -> judge_* scores
 
 
 def read_qa(path: Path) -> list[dict]:
@@ -74,32 +61,48 @@ def read_qa(path: Path) -> list[dict]:
     return rows
 
 
-def _source_dict(hit: Hit) -> dict:
-    return {"source": Path(hit.source).name, "chunk_id": hit.chunk_id, "text": hit.text}
+@dataclass
+class Model:
+    generator: Generator
+    identity: dict  # what the answer cache knows it by (eval.answers.generator_identity)
+
+
+def _mode(arm: str) -> str:
+    return "rag" if arm in RAG_ARMS else "base"
 
 
 class Arms:
-    """The generators and retriever behind the four arms; messages are built by rag.answer."""
+    """The models and retriever behind the four arms, each arm asked through its own Assistant."""
 
-    def __init__(self, retriever: Retriever | None, base: Generator, tuned: Generator | None, settings: Settings,
+    def __init__(self, retriever: Retriever | None, base: Model, tuned: Model | None, settings: Settings,
                  count_tokens: Callable[[list[dict] | str], int | None]):
         self.retriever = retriever
         self.base, self.tuned = base, tuned
         self.settings = settings
         self.count_tokens = count_tokens
+        self._assistants: dict[str, tuple[Assistant, dict]] = {}
 
-    def assistant(self, arm: str) -> Assistant:
-        generator = self.tuned if arm in LORA_ARMS else self.base
-        if generator is None:
-            raise ConfigError(f"arm {arm!r} needs an adapter")
-        return make_assistant(self.settings, generator, self.retriever)
+    def _assistant(self, arm: str) -> tuple[Assistant, dict]:
+        """The arm's Assistant and the identity its answers are cached under."""
+        if arm not in self._assistants:
+            model = self.tuned if arm in LORA_ARMS else self.base
+            if model is None:
+                raise ConfigError(f"arm {arm!r} needs an adapter")
+            assistant = make_assistant(self.settings, model.generator, self.retriever)
+            self._assistants[arm] = (assistant, {**model.identity, "postprocessing": postprocessing(assistant)})
+        return self._assistants[arm]
 
-    def ask(self, arm: str, row: dict, key: str) -> Record:
-        # The product's own answering path, so the eval scores exactly what a user is shown.
-        answer = self.assistant(arm).ask(row["question"], "rag" if arm in RAG_ARMS else "base")
-        return Record(row["id"], arm, row["question"], answer.answer, [_source_dict(h) for h in answer.sources],
+    def key(self, arm: str, row: dict) -> str:
+        """The cache key of this question's answer in this arm: retrieves, does not generate."""
+        assistant, identity = self._assistant(arm)
+        return answer_key(assistant.prepare(row["question"], _mode(arm)).messages, identity)
+
+    def ask(self, arm: str, row: dict) -> Record:
+        assistant, identity = self._assistant(arm)
+        answer = assistant.ask(row["question"], _mode(arm))
+        return Record(row["id"], arm, row["question"], answer.answer, [Passage.from_hit(h) for h in answer.sources],
                       answer.timings["total_s"], self.count_tokens(answer.messages), self.count_tokens(answer.answer),
-                      key)
+                      answer_key(answer.messages, identity))
 
 
 def token_counter(model_path: str | None) -> Callable[[list[dict] | str], int | None]:
@@ -124,40 +127,23 @@ def token_counter(model_path: str | None) -> Callable[[list[dict] | str], int | 
     return count
 
 
-def load_cache(out: Path) -> dict[tuple[str, str, str], Record]:
-    path = out / ANSWERS_FILE
-    cache = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = Record(**json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a line cut short by an interrupted run
-            cache[(record.qid, record.arm, record.key)] = record
-    return cache
-
-
-def answer_all(config: EvalConfig, arms: Arms, questions: list[dict], keys: dict[str, str],
+def answer_all(config: EvalConfig, arms: Arms, questions: list[dict],
                progress: Callable = lambda items, **_: items) -> list[Record]:
-    """Every question through every arm, reusing cached answers with the same key."""
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    cache = load_cache(out)
+    """Every question through every arm, reusing a cached answer wherever its key is unchanged."""
     records = []
     todo = [(row, arm) for row in questions for arm in config.arms]
-    with open(out / ANSWERS_FILE, "a", encoding="utf-8") as sink:
+    with AnswerCache(config.out / ANSWERS_FILE) as cache:
         for row, arm in progress(todo, desc="answers", unit="answer"):
-            cached = cache.get((row["id"], arm, keys[arm]))
-            if cached is None:
-                cached = arms.ask(arm, row, keys[arm])
-                sink.write(json.dumps(asdict(cached)) + "\n")
-                sink.flush()
-            records.append(cached)
+            record = cache.get(row["id"], arm, arms.key(arm, row))
+            if record is None:
+                record = arms.ask(arm, row)
+                cache.add(record)
+            records.append(record)
     return records
 
 
-def rankings(retriever: Retriever, questions: list[dict], depth: int, mode: str) -> dict[str, list[dict]]:
-    return {row["id"]: [_source_dict(h) for h in retriever.search(row["question"], k=depth, mode=mode)]
+def rankings(retriever: Retriever, questions: list[dict], depth: int, mode: str) -> dict[str, list[Passage]]:
+    return {row["id"]: [Passage.from_hit(h) for h in retriever.search(row["question"], k=depth, mode=mode)]
             for row in questions}
 
 
@@ -196,19 +182,3 @@ def relevant_from_qrels(collection, qrels: dict[str, dict[str, int]]) -> dict[st
     return {qid: [cid for doc, grade in docs.items() if grade > 0
                   for cid in by_file.get(doc_file_name(doc), by_file.get(f"{doc}.txt", []))]
             for qid, docs in qrels.items()}
-
-
-def index_build_seconds(collection, embedder, chunker, scratch: Path) -> dict:
-    """Re-ingest the collection's own files into a scratch collection: what building the index costs."""
-    from ingest.pipeline import ingest
-    from rag.store import Collection
-
-    paths = [Path(p) for p in collection.file_hashes() if Path(p).is_file()]
-    shutil.rmtree(scratch, ignore_errors=True)
-    copy = Collection.open(scratch, embedder.name, embedder.dim, create=True)
-    start = time.perf_counter()
-    report = ingest(paths, copy, embedder, chunker)
-    seconds = time.perf_counter() - start
-    copy.close()
-    shutil.rmtree(scratch, ignore_errors=True)
-    return {"index_build_s": seconds, "index_files": len(paths), "index_chunks": report.chunks_added}

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 from eval import metrics
 from eval.config import RAG_ARMS
+
+if TYPE_CHECKING:
+    from eval.answers import Passage, Record
 
 ANSWER_METRICS = ("exact_match", "token_f1", "fact_recall", "semantic_sim", "abstention", "false_abstention",
                   "cites", "citation_correct", "faithfulness")
@@ -26,7 +30,7 @@ def cited_numbers(answer: str) -> list[int]:
     return sorted({int(n) for n in _CITATION.findall(answer)})
 
 
-def score_answer(record, row: dict, similarity: float) -> dict[str, float]:
+def score_answer(record: Record, row: dict, similarity: float) -> dict[str, float]:
     nan = math.nan
     answer = record.answer
     abstained = metrics.is_abstention(answer)
@@ -47,16 +51,16 @@ def score_answer(record, row: dict, similarity: float) -> dict[str, float]:
         scores["cites"] = float(bool(numbers))  # citation_correct is NaN for answers that cite nothing
         if row.get("evidence"):
             scores["citation_correct"] = metrics.citation_correct(
-                [record.sources[n - 1]["text"] for n in numbers], row["evidence"])
+                [record.sources[n - 1].text for n in numbers], row["evidence"])
         # citation markers are not claims: "[2]" must not count as an unsupported word
-        scores["faithfulness"] = metrics.faithfulness_proxy(_CITATION.sub(" ", answer), [s["text"] for s in record.sources])
+        scores["faithfulness"] = metrics.faithfulness_proxy(_CITATION.sub(" ", answer), [s.text for s in record.sources])
     return scores
 
 
-def score_retrieval(ranking: list[dict], relevant: list[str], k: int) -> dict[str, float]:
+def score_retrieval(ranking: list[Passage], relevant: list[str], k: int) -> dict[str, float]:
     if not relevant:
         return {name: math.nan for name in RETRIEVAL_METRICS}
-    ids = [item["chunk_id"] for item in ranking]
+    ids = [passage.chunk_id for passage in ranking]
     return {
         "hit_at_k": metrics.hit_at_k(ids, relevant, k),
         "mrr": metrics.reciprocal_rank(ids, relevant),
@@ -64,7 +68,7 @@ def score_retrieval(ranking: list[dict], relevant: list[str], k: int) -> dict[st
     }
 
 
-def similarities(embedder, records, rows_by_id: dict[str, dict]) -> list[float]:
+def similarities(embedder, records: list[Record], rows_by_id: dict[str, dict]) -> list[float]:
     """Cosine similarity of each answer to its gold answer, embedded in one batch each side."""
     pairs = [(r.answer, rows_by_id[r.qid].get("answer") or "") for r in records]
     if not pairs:

@@ -1,5 +1,5 @@
-"""The eval harness: config and input checks, scoring rules, and a full four-arm run on data/sample
-with the tiny model (plumbing: its answers are noise), resumed, reported and compared."""
+"""The eval harness: config and input checks, scoring rules, the answer cache, and a full four-arm run
+on data/sample with the tiny model (plumbing: its answers are noise), resumed, reported and compared."""
 
 import json
 import math
@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from conftest import ROOT, SAMPLE
+from eval.answers import Passage, Record
 from eval.config import EvalConfig, load_experiment
 from eval.harness import select_questions
-from eval.runner import Record, read_qa
+from eval.runner import read_qa
 from eval.scoring import cited_numbers, score_answer, score_retrieval
 from rag.prompts import NO_ANSWER
 
@@ -59,8 +60,7 @@ def test_sample_is_seeded_and_keeps_file_order():
 
 
 def record(arm, answer, sources=()):
-    return Record("q", arm, "Q?", answer, [{"source": "s", "chunk_id": f"c{n}", "text": t} for n, t in enumerate(sources)],
-                  1.0, 10, 5)
+    return Record("q", arm, "Q?", answer, [Passage("s", f"c{n}", t) for n, t in enumerate(sources)], 1.0, 10, 5)
 
 
 def test_scoring_rules_on_hand_made_answers():
@@ -79,7 +79,7 @@ def test_scoring_rules_on_hand_made_answers():
     assert score_answer(record("rag", NO_ANSWER), unanswerable, math.nan)["abstention"] == 1.0
     assert score_answer(record("base", "At 9 am."), unanswerable, math.nan)["abstention"] == 0.0
     assert cited_numbers("see [2] and [1], again [2]") == [1, 2]
-    ranking = [{"chunk_id": c} for c in ("x", "c1", "y")]
+    ranking = [Passage("s", c, "") for c in ("x", "c1", "y")]
     assert score_retrieval(ranking, ["c1"], k=1)["hit_at_k"] == 0.0
     assert score_retrieval(ranking, ["c1"], k=3) == {"hit_at_k": 1.0, "mrr": 0.5, "ndcg_at_10": pytest.approx(1 / math.log2(3))}
 
@@ -105,23 +105,27 @@ def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path, monke
     from streamlit.testing.v1 import AppTest
 
     from eval.harness import run
-    from eval.report import compare, load_results
+    from eval.render import compare
+    from eval.results import load_results
 
+    rows = read_qa(SAMPLE / "qa.jsonl")
+    n, with_facts = len(rows), sum(bool(r["facts"]) for r in rows)
+    unanswerable = sum(not r["answerable"] for r in rows)
     config = EvalConfig(qa=SAMPLE / "qa.jsonl", out=tmp_path / "reports" / "report", adapter="tiny", bootstrap=200,
                         update_docs=UPDATE / "korvik_ferry.md", update_qa=UPDATE / "qa.jsonl", update_steps=2)
     results = run(config, eval_env)
-    assert results["headline"] == "fact_recall" and {"known_facts", "new_facts"} <= set(results["splits"])
+    assert results.headline == "fact_recall" and results.splits.known_facts and results.splits.new_facts
     out = tmp_path / "reports" / "report"
-    assert {p.name for p in out.iterdir()} >= {"answers.jsonl", "results.json", "report.md", "report.html",
-                                               "quality.png", "latency.png", "quality_vs_cost.png"}
+    assert {p.name for p in out.iterdir()} == {"answers.jsonl", "results.json", "report.md", "report.html",
+                                               "quality.png", "latency.png", "quality_vs_cost.png"}  # no scratch left
     saved = json.loads((out / "results.json").read_text())
-    assert list(saved["arms"]) == ["base", "rag", "lora", "lora+rag"] and saved["n_questions"] == 22
+    assert list(saved["arms"]) == ["base", "rag", "lora", "lora+rag"] and saved["n_questions"] == n
     for arm, body in saved["arms"].items():
         assert set(body["metrics"]) >= {"exact_match", "token_f1", "fact_recall", "semantic_sim", "abstention",
                                         "false_abstention", "citation_correct", "faithfulness"}
         fr = body["metrics"]["fact_recall"]
-        assert fr["n"] == 20 and fr["low"] <= fr["mean"] <= fr["high"]
-        assert body["metrics"]["abstention"]["n"] == 2  # the two unanswerable questions
+        assert fr["n"] == with_facts and fr["low"] <= fr["mean"] <= fr["high"]
+        assert body["metrics"]["abstention"]["n"] == unanswerable
         assert body["cost"]["latency_p50_s"] > 0 and body["cost"]["prompt_tokens_mean"] > 0
         assert body["cost"]["update_s"] is None if arm == "base" else body["cost"]["update_s"] > 0
     assert saved["arms"]["rag"]["cost"]["prompt_tokens_mean"] > 3 * saved["arms"]["base"]["cost"]["prompt_tokens_mean"]
@@ -132,27 +136,66 @@ def test_four_arm_run_reports_every_metric_and_resumes(eval_env, tmp_path, monke
                                                  "marmot_field_notes.pdf"}
     assert saved["knowledge_update"]["questions"] == 4 and saved["provenance"]["git_sha"]
     assert saved["provenance"]["packages"]["torch"] and saved["provenance"]["qa_sha256"]
+    assert load_results(out).to_json() == saved == results.to_json()  # what the run returned is what it wrote
     md = (out / "report.md").read_text()
     assert "| fact recall |" in md and "| knowledge update (s) |" in md and "lora+rag − rag" in md
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page and "Plots:" not in page
 
     lines = (out / "answers.jsonl").read_text().count("\n")
-    assert lines == 88
+    assert lines == 4 * n
     again = run(EvalConfig(qa=SAMPLE / "qa.jsonl", out=out, adapter="tiny", bootstrap=200), eval_env)
     assert (out / "answers.jsonl").read_text().count("\n") == lines  # every answer came from the cache
-    assert again["arms"]["rag"]["metrics"]["fact_recall"]["mean"] == results["arms"]["rag"]["metrics"]["fact_recall"]["mean"]
-    changed = run(EvalConfig(qa=SAMPLE / "qa.jsonl", out=out, arms="base", bootstrap=200), eval_env.replace(max_tokens=4))
-    assert (out / "answers.jsonl").read_text().count("\n") == lines + 22  # a new setting re-asks
+    assert again.arms["rag"].metrics["fact_recall"] == results.arms["rag"].metrics["fact_recall"]
+    changed = run(EvalConfig(qa=SAMPLE / "qa.jsonl", out=out, arms="base", bootstrap=200),
+                  eval_env.replace(max_tokens=4))
+    assert (out / "answers.jsonl").read_text().count("\n") == lines + n  # a new setting re-asks
     table = compare(load_results(out), load_results(tmp_path / "reports" / "report"))
-    assert table[1].split() == ["arm", "metric", "A", "B", "B", "−", "A"] and len(changed["arms"]) == 1
+    assert table[1].split() == ["arm", "metric", "A", "B", "B", "−", "A"] and list(changed.arms) == ["base"]
 
     monkeypatch.chdir(tmp_path)  # the UI's eval page lists reports/*/ under the working folder
     page = AppTest.from_file(str(ROOT / "pages" / "1_Eval_reports.py"), default_timeout=60)
     page.run()
     assert not page.exception and page.selectbox[0].options == ["reports/report"]
     assert any("# Eval report: report" in m.value for m in page.markdown)
+    assert not any("Plots:" in m.value for m in page.markdown)
     assert len(page.get("image")) == 3  # the three plots are shown
+
+
+def test_the_answer_cache_is_keyed_on_the_messages_sent(eval_env, tmp_path, monkeypatch):
+    """An unchanged rerun asks nothing; an interrupted one asks only what it lost; an edited RAG prompt
+    re-asks the RAG arm and leaves the base arm's answers alone."""
+    import rag.prompts
+    from eval.harness import run
+
+    config = EvalConfig(qa=SAMPLE / "qa.jsonl", out=tmp_path / "out", arms="base,rag", limit=3, bootstrap=200)
+    answers = tmp_path / "out" / "answers.jsonl"
+
+    def asked(before: list[str]) -> list[dict]:
+        """The answers the last run appended to the cache."""
+        return [json.loads(line) for line in answers.read_text().splitlines()[len(before):] if line.startswith("{")]
+
+    run(config, eval_env)
+    first = answers.read_text().splitlines()
+    assert len(first) == 6
+    run(config, eval_env)
+    assert answers.read_text().splitlines() == first
+
+    answers.write_text("\n".join(first[:4]) + "\n" + first[4][:30])  # killed while writing the fifth answer
+    before = answers.read_text().splitlines()
+    run(config, eval_env)
+    assert [(r["qid"], r["arm"], r["key"]) for r in asked(before)] == [
+        (r["qid"], r["arm"], r["key"]) for r in map(json.loads, first[4:])]
+
+    before = answers.read_text().splitlines()
+    monkeypatch.setattr(rag.prompts, "RAG_SYSTEM", rag.prompts.RAG_SYSTEM + " Answer in one sentence.")
+    run(config, eval_env)
+    again = asked(before)
+    assert [r["arm"] for r in again] == ["rag"] * 3
+    assert {r["key"] for r in again}.isdisjoint(json.loads(line)["key"] for line in first)
+    before = answers.read_text().splitlines()
+    run(config, eval_env)
+    assert answers.read_text().splitlines() == before
 
 
 @pytest.mark.slow
@@ -161,11 +204,12 @@ def test_llm_judge_grades_through_a_real_vllm_server(vllm_server):
 
     records = [record("rag", "It was first lit in 1887 [1].", ["The lighthouse was first lit in 1887."]),
                record("base", "Bananas are yellow.")]
-    summary = judge_records(vllm_server.base_url, "smollm2", records, {})
-    assert summary == {"graded": 2, "failed": 0, "model": "smollm2"}
-    for graded in records:
-        assert set(graded.judge) == {"judge_faithfulness", "judge_relevance"}
-        assert all(0.0 <= value <= 1.0 for value in graded.judge.values())
+    judged = judge_records(vllm_server.base_url, "smollm2", records)
+    assert judged.summary() == {"graded": 2, "failed": 0, "model": "smollm2"}
+    assert set(judged.scores) == {("q", "rag"), ("q", "base")}
+    for scores in judged.scores.values():
+        assert set(scores) == {"judge_faithfulness", "judge_relevance"}
+        assert all(0.0 <= value <= 1.0 for value in scores.values())
 
 
 def test_cli_eval_run_from_an_experiment_folder_and_compare(eval_env, tmp_path):
@@ -197,10 +241,10 @@ def test_questions_without_key_facts_are_split_by_f1(eval_env, tmp_path):
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     results = run(EvalConfig(qa=tmp_path / "qa.jsonl", out=tmp_path / "out", arms="base,rag", sample=6, bootstrap=200),
                   eval_env)
-    assert results["n_questions"] == 6 and results["headline"] == "token_f1"
-    assert "known_facts" not in results["splits"]
-    assert {d["metric"] for d in results["differences"]} == {"token_f1", "semantic_sim"}
-    assert sum(per_arm["rag"]["n"] for per_arm in results["splits"]["by_source"].values()) == 6
+    assert results.n_questions == 6 and results.headline == "token_f1"
+    assert results.splits.known_facts is None and "known_facts" not in results.to_json()["splits"]
+    assert {d.metric for d in results.differences} == {"token_f1", "semantic_sim"}
+    assert sum(per_arm["rag"].n for per_arm in results.splits.by_source.values()) == 6
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## F1 per source document" in report and "fact recall per source" not in report.lower()
     assert "| rag − base | fact recall |" not in report
@@ -224,6 +268,6 @@ def test_a_beir_folder_scores_retrieval_against_its_qrels(embedder, chunker, tin
     ingest([docs], coll, embedder, chunker)
     settings = Settings(home=tmp_path / "home", collection="beir", model=str(tiny_model_dir), max_tokens=4, device="cpu")
     results = run(EvalConfig(qa=None, beir=tmp_path / "beir", out=tmp_path / "out", arms="rag", bootstrap=200), settings)
-    assert results["retrieval"]["per_question"] == {
+    assert results.retrieval.per_question == {
         "q1": {"hit_at_k": 1.0, "mrr": 1.0, "ndcg_at_10": 1.0}, "q2": {"hit_at_k": 1.0, "mrr": 1.0, "ndcg_at_10": 1.0}}
-    assert results["n_questions"] == 2 and results["arms"]["rag"]["metrics"]["token_f1"]["n"] == 0  # no gold answers
+    assert results.n_questions == 2 and results.arms["rag"].metrics["token_f1"].n == 0  # no gold answers
