@@ -2,15 +2,18 @@
 
 What is verified (each failure is one line in `CheckReport.problems`):
 - the index file of the recorded generation exists and holds exactly the ids of the stored chunks;
+- its BM25 folder, when there is one, reads and scores exactly the stored chunks (a collection
+  written before BM25 indexes were saved has none: a note, as each process then builds it);
 - each file row counts its chunks right, no chunk is left without its file row, every chunk id is
   the content hash of its own source, page, span and text, and every stored vector has the
   collection's dimension;
-- no orphan files: index files of other generations, temp files of a killed writer.
+- no orphan files: index files and BM25 folders of other generations, temp files of a killed writer.
 Sources that changed or vanished on disk since they were ingested are notes, not problems: the
 collection is consistent, only due for `rag ingest` (or `--prune`).
 
 `repair` takes the write lock, drops chunk rows whose file row is gone, fixes the counts, rebuilds
-the index from the vectors in SQLite as a new generation, and deletes orphans. A chunk whose text no
+the index from the vectors in SQLite (and the BM25 index from the texts) as a new generation, and
+deletes orphans. A chunk whose text no
 longer matches its id cannot be repaired here: re-ingest its file. It does not parse or embed.
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.bm25 import BM25Index
 from rag.chunking import chunk_id
 from rag.index import load_index
 from rag.store import Collection
@@ -72,6 +76,20 @@ def check_collection(coll: Collection, *, sources: bool = True) -> CheckReport:
                 problems.append(f"index and store disagree: {len(missing)} chunk(s) not in the index, "
                                 f"{len(extra)} index id(s) with no chunk")
 
+    bm25_path = coll._bm25_path(generation)
+    if not bm25_path.exists():
+        if chunks:
+            report.notes.append(f"no saved BM25 index {bm25_path.name} (each process builds it; --repair saves it)")
+    else:
+        try:
+            bm25_vids = np.sort(BM25Index.load(bm25_path).vids)
+        except (OSError, ValueError) as exc:
+            problems.append(f"BM25 index {bm25_path.name} is unreadable: {str(exc).splitlines()[0]}")
+        else:
+            if not np.array_equal(bm25_vids, vids):
+                problems.append(f"BM25 index {bm25_path.name} scores {len(bm25_vids)} chunk(s) but the store holds "
+                                f"{len(vids)}, or other ones")
+
     for name, recorded, actual in db.execute(
         "SELECT f.path, f.n_chunks, COUNT(c.vid) FROM files f LEFT JOIN chunks c ON c.path = f.path "
         "GROUP BY f.path HAVING f.n_chunks != COUNT(c.vid)"
@@ -94,7 +112,7 @@ def check_collection(coll: Collection, *, sources: bool = True) -> CheckReport:
         problems.append(f"{bad_vectors} stored vector(s) are not {coll.dim}-dimensional float32")
 
     for orphan in coll.orphans():
-        if orphan != path:
+        if orphan not in (path, bm25_path):
             problems.append(f"orphan file {orphan.name} (left by an interrupted write)")
 
     if sources:

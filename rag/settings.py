@@ -20,7 +20,7 @@ MODES = ("auto", "dense", "bm25", "hybrid")
 # A collection is a folder: a name that is safe on every file system and in every message.
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BACKENDS = ("local", "server")
-INDEX_TYPES = ("auto", "flat", "ivf")
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:

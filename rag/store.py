@@ -1,10 +1,10 @@
-"""Store: one collection = one folder holding a FAISS index and a SQLite database.
+"""Store: one collection = one folder holding a FAISS index, a BM25 index and a SQLite database.
 
 SQLite keeps files (with content hashes), chunks, their vectors and a generation number; the index
-file is named after the generation it belongs to (index-<gen>.faiss). A commit writes the next
-index file durably first and then commits the SQLite transaction that moves the generation, so a
-crash at any point leaves a collection whose index and metadata agree. It does not parse, chunk or
-embed: callers hand it finished chunks and vectors.
+file and the BM25 folder are named after the generation they belong to (index-<gen>.faiss,
+bm25-<gen>/). A commit writes both durably first and then commits the SQLite transaction that moves
+the generation, so a crash at any point leaves a collection whose indexes and metadata agree. It does
+not parse, chunk or embed: callers hand it finished chunks and vectors.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rag.chunking import Chunk
+from rag.bm25 import BM25Index, remove_tree
+from rag.chunking import Chunk, indexed_text
 from rag.errors import RagError
 from rag.index import Index, build_index, choose_kind, load_index
 
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     vid INTEGER PRIMARY KEY AUTOINCREMENT,  -- the id the FAISS index knows the vector by
     id TEXT NOT NULL UNIQUE, path TEXT NOT NULL, page INTEGER,
     start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
-    vector BLOB NOT NULL  -- float32, L2-normalised; lets the index be rebuilt at any time
+    vector BLOB NOT NULL,  -- float32, L2-normalised; lets the index be rebuilt at any time
+    heading TEXT NOT NULL DEFAULT ''  -- the section's heading path, embedded and BM25-indexed with the text
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
 """
@@ -56,6 +58,7 @@ class StoredChunk:
     start: int
     end: int
     text: str
+    heading: str = ""
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Collection:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
+            if "heading" not in {row[1] for row in db.execute("PRAGMA table_info(chunks)")}:
+                db.execute("ALTER TABLE chunks ADD COLUMN heading TEXT NOT NULL DEFAULT ''")  # made before headings
             coll = cls(folder, db)
             recorded = coll._meta("model")
         except sqlite3.DatabaseError as exc:
@@ -162,6 +167,9 @@ class Collection:
     def _index_path(self, generation: int) -> Path:
         return self.folder / f"index-{generation}.faiss"
 
+    def _bm25_path(self, generation: int) -> Path:
+        return self.folder / f"bm25-{generation}"
+
     def refresh(self) -> bool:
         """Reload the index if another process committed a newer generation; True when reloaded."""
         generation = int(self._meta("generation") or 0)
@@ -200,7 +208,7 @@ class Collection:
             return {}
         marks = ",".join("?" * len(vids))
         rows = self.db.execute(
-            f'SELECT vid, id, path, page, start, "end", text FROM chunks WHERE vid IN ({marks})', vids
+            f'SELECT vid, id, path, page, start, "end", text, heading FROM chunks WHERE vid IN ({marks})', vids
         )
         return {row[0]: StoredChunk(*row) for row in rows}
 
@@ -216,22 +224,31 @@ class Collection:
         return out
 
     def all_texts(self) -> tuple[list[int], list[str]]:
-        rows = self.db.execute("SELECT vid, text FROM chunks ORDER BY vid").fetchall()
-        return [r[0] for r in rows], [r[1] for r in rows]
+        """(vids, indexed texts): each chunk's heading path and text, as BM25 indexes them."""
+        rows = self.db.execute("SELECT vid, text, heading FROM chunks ORDER BY vid").fetchall()
+        return [r[0] for r in rows], [indexed_text(r[2], r[1]) for r in rows]
 
     def all_chunks(self) -> list[StoredChunk]:
-        rows = self.db.execute('SELECT vid, id, path, page, start, "end", text FROM chunks ORDER BY path, start')
+        rows = self.db.execute('SELECT vid, id, path, page, start, "end", text, heading FROM chunks ORDER BY path, start')
         return [StoredChunk(*row) for row in rows]
 
     def chunks_of(self, path: str) -> list[StoredChunk]:
         rows = self.db.execute(
-            'SELECT vid, id, path, page, start, "end", text FROM chunks WHERE path = ? ORDER BY vid', (path,)
+            'SELECT vid, id, path, page, start, "end", text, heading FROM chunks WHERE path = ? ORDER BY vid', (path,)
         )
         return [StoredChunk(*row) for row in rows]
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search the loaded generation; call `refresh` first to see other processes' commits."""
         return self.index.search(vectors, k)
+
+    def load_bm25(self) -> BM25Index:
+        """The BM25 index saved with the loaded generation, memory-mapped; built from the chunk texts
+        when its folder is missing (a collection written before BM25 indexes were saved)."""
+        try:
+            return BM25Index.load(self._bm25_path(self.generation))
+        except (OSError, ValueError):
+            return BM25Index.build(*self.all_texts())
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -258,9 +275,11 @@ class Collection:
             yield Writer(self, index_type, exact_threshold)
 
     def orphans(self) -> list[Path]:
-        """Files a killed writer can leave behind: index files of other generations and temp files."""
-        current = self._index_path(self.generation).name
-        found = [p for p in self.folder.glob("index-*.faiss") if p.name != current]
+        """Files a killed writer can leave behind: index files and BM25 folders of other generations,
+        and temp files."""
+        current = {self._index_path(self.generation).name, self._bm25_path(self.generation).name}
+        found = [p for p in self.folder.glob("index-*.faiss") if p.name not in current]
+        found += [p for p in self.folder.glob("bm25-*") if p.name not in current]  # bm25-<gen>.tmp too
         found += list(self.folder.glob("index-*.faiss.tmp")) + list(self.folder.glob(f"{DB_NAME}.tmp-*"))
         return sorted(found)
 
@@ -268,7 +287,7 @@ class Collection:
         """Delete `orphans()`; only safe while holding the write lock (a writer's temp file is live)."""
         removed = self.orphans()
         for path in removed:
-            path.unlink(missing_ok=True)
+            remove_tree(path)
         return removed
 
     @contextmanager
@@ -329,8 +348,10 @@ class Writer:
             for path, (sha, size, chunks, vectors) in self._replace.items():
                 for chunk, vector in zip(chunks, vectors):
                     cur = db.execute(
-                        'INSERT INTO chunks(id, path, page, start, "end", text, vector) VALUES (?,?,?,?,?,?,?)',
-                        (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text, vector.tobytes()),
+                        'INSERT INTO chunks(id, path, page, start, "end", text, vector, heading) '
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text, vector.tobytes(),
+                         chunk.heading),
                     )
                     added_ids.append(int(cur.lastrowid))
                     added_vectors.append(vector)
@@ -341,10 +362,14 @@ class Writer:
             total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
             kind = choose_kind(self.index_type, total, self.exact_threshold)
             base = coll._index_path(coll.generation)
-            outgrown = kind == "ivf" and self.index_type == "auto" and total > 4 * coll.index.ntotal
+            # An approximate index is trained and tuned for the size it was built at: past 4x that,
+            # over however many commits, it is rebuilt (IVF lists and nprobe, HNSW efSearch).
+            built = int(coll._meta("index_built_size") or coll.index.ntotal)
+            outgrown = kind != "flat" and total > 4 * built
             if kind != coll.index.kind or outgrown or not base.exists():
                 # Rebuilt from the stored vectors (the transaction's own changes included):
-                # a new type, an IVF that outgrew its training, or the first commit.
+                # a new type, an approximate index that outgrew its tuning, or the first commit.
+                coll._set_meta("index_built_size", str(total))
                 return coll._rebuild(kind)
             index = load_index(base)  # a copy: the live index stays as it was if this fails
             index.remove(np.array(removed_ids, dtype=np.int64))
@@ -363,16 +388,18 @@ class Writer:
 
         def apply() -> Index:
             total = coll.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            coll._set_meta("index_built_size", str(total))
             return coll._rebuild(choose_kind(self.index_type, total, self.exact_threshold))
 
         return self._new_generation(apply).ntotal
 
     def _new_generation(self, apply: Callable[[], Index]) -> Index:
         """Run `apply` (SQL changes, then the index that matches them) in one transaction; the index
-        file of the next generation is written durably before the transaction moves the generation."""
+        file and the BM25 folder of the next generation (built from the chunk texts as the
+        transaction sees them) are written durably before the transaction moves the generation."""
         coll, db = self.coll, self.coll.db
         new_generation = coll.generation + 1
-        new_path = coll._index_path(new_generation)
+        new_path, new_bm25 = coll._index_path(new_generation), coll._bm25_path(new_generation)
         try:
             with coll._transaction():
                 index = apply()
@@ -380,14 +407,18 @@ class Writer:
                 if index.ntotal != total:
                     raise RuntimeError(f"index holds {index.ntotal} vectors but the store {total} chunks")
                 index.save(new_path)  # durable before the generation moves
+                BM25Index.build(*coll.all_texts()).save(new_bm25)
                 coll._set_meta("generation", str(new_generation))
                 coll._set_meta("index_type", index.kind)
         except BaseException:
             new_path.unlink(missing_ok=True)
+            remove_tree(new_bm25)
+            remove_tree(new_bm25.with_name(new_bm25.name + ".tmp"))
             raise
-        old = coll._index_path(coll.generation)
+        old, old_bm25 = coll._index_path(coll.generation), coll._bm25_path(coll.generation)
         coll._index, coll.generation = index, new_generation
         old.unlink(missing_ok=True)
+        remove_tree(old_bm25)
         return index
 
 

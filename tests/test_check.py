@@ -37,17 +37,21 @@ def test_check_finds_and_repair_fixes_a_broken_index_and_orphans(tmp_path, colle
     index_file.write_bytes(b"not a faiss index")
     (collection.folder / "index-7.faiss.tmp").write_bytes(b"half-written")  # a kill during an index save
     (collection.folder / "index-9.faiss").write_bytes(b"a generation that never committed")
+    (collection.folder / "bm25-9").mkdir()  # its BM25 folder
+    (collection.folder / "bm25-8.tmp").mkdir()  # a kill while a BM25 index was being saved
+    (collection.folder / "bm25-8.tmp" / "vids.npy").write_bytes(b"half")
     collection.db.execute("DELETE FROM files WHERE path LIKE '%b.txt'")  # its chunk is now an orphan row
     problems = check_collection(collection).problems
     assert any("is unreadable" in p for p in problems)
     assert any("1 chunk(s) belong to no file" in p for p in problems)
-    assert sum("orphan file" in p for p in problems) == 2
+    assert sum("orphan file" in p for p in problems) == 4
     done = repair_collection(collection)
     assert any("rebuilt the index" in line for line in done)
     assert any("removed 1 chunk(s) that belonged to no file" in line for line in done)
     again = check_collection(Collection.open(collection.folder))
     assert again.ok, again.problems
     assert sorted(p.name for p in collection.folder.glob("index-*")) == [f"index-{collection.generation}.faiss"]
+    assert sorted(p.name for p in collection.folder.glob("bm25-*")) == [f"bm25-{collection.generation}"]
 
 
 def test_check_finds_an_index_that_disagrees_with_the_store(tmp_path, collection, embedder, chunker):
@@ -62,6 +66,27 @@ def test_check_finds_an_index_that_disagrees_with_the_store(tmp_path, collection
     assert "index holds 1 vectors but the store 2 chunks" in problems
     assert any("2 chunk(s) not in the index, 1 index id(s) with no chunk" in p for p in problems)
     assert any("do not match their id" in p or "does not match their id" in p for p in problems)
+
+
+def test_check_verifies_the_bm25_index_and_repair_saves_a_missing_one(tmp_path, collection, embedder, chunker):
+    import shutil
+
+    from rag.bm25 import BM25Index
+
+    _ingest_two(tmp_path, collection, embedder, chunker)
+    folder = collection.folder / f"bm25-{collection.generation}"
+    BM25Index.build([1], ["only one of the two chunks"]).save(folder)  # replaced by a wrong one
+    assert any("BM25 index bm25-1 scores 1 chunk(s) but the store holds 2" in p
+               for p in check_collection(collection).problems)
+    (folder / "vids.npy").write_bytes(b"not numpy")
+    assert any("BM25 index bm25-1 is unreadable" in p for p in check_collection(collection).problems)
+    shutil.rmtree(folder)  # as in a collection written before BM25 indexes were saved: a note, not a problem
+    report = check_collection(collection)
+    assert report.ok and any("no saved BM25 index bm25-1" in n for n in report.notes)
+    repair_collection(collection)
+    report = check_collection(Collection.open(collection.folder))
+    assert report.ok and not any("BM25" in n for n in report.notes)
+    assert len(BM25Index.load(collection.folder / f"bm25-{collection.generation}")) == 2
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage, not SQLite" * 100])

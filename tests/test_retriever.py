@@ -22,7 +22,7 @@ def test_hits_carry_source_page_and_score(sample_collection, embedder):
     hits = Retriever(sample_collection, embedder).search("How long do Alpine marmots hibernate?", k=2)
     assert hits[0].source.endswith("marmot_field_notes.pdf") and hits[0].page == 5
     assert hits[0].score >= hits[1].score
-    assert set(hits[0].as_dict()) == {"source", "page", "score", "text"}
+    assert set(hits[0].as_dict()) == {"source", "page", "heading", "score", "text"}
 
 
 def test_reciprocal_rank_fusion_rewards_agreement():

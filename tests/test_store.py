@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from rag.bm25 import BM25Index
 from rag.chunking import Chunk
 from rag.store import Collection, CollectionError
 
@@ -81,3 +82,142 @@ def test_auto_index_switches_to_ivf_past_threshold(collection, embedder):
         w.commit()
     assert collection.index_type == "ivf" and collection.index.kind == "ivf"
     assert collection.index.ntotal == 250
+
+
+def _texts(path: str, texts: list[str], dim: int, seed: int = 0):
+    chunks, vectors = _chunks(path, len(texts), dim, seed)
+    return [Chunk(c.id, c.source, c.page, c.start, c.end, text) for c, text in zip(chunks, texts)], vectors
+
+
+def test_each_generation_saves_its_bm25_index_and_drops_the_old_one(collection, embedder):
+    with collection.writer() as w:
+        w.replace_file("/a.txt", "h1", 10, *_texts("/a.txt", ["zanzibarite ore", "quartz vein"], embedder.dim))
+        w.commit()
+        w.replace_file("/b.txt", "h2", 10, *_texts("/b.txt", ["pyrite cube"], embedder.dim, seed=1))
+        w.commit()
+    names = sorted(p.name for p in collection.folder.iterdir() if p.name.startswith(("index-", "bm25-")))
+    assert names == ["bm25-2", "index-2.faiss"]
+    assert collection.orphans() == []
+    bm25 = BM25Index.load(collection.folder / "bm25-2")
+    assert sorted(bm25.vids) == [1, 2, 3] and bm25.search("pyrite", 5)[0][0] == 3
+
+
+BM25_READER = """
+import json, sys
+import rag.bm25
+from rag.store import Collection
+
+def refuse(*args, **kwargs):
+    raise AssertionError("the BM25 index was rebuilt instead of loaded")
+
+rag.bm25.BM25Index.build = refuse
+coll = Collection.open(sys.argv[1])
+bm25 = coll.load_bm25()
+print(json.dumps({"generation": coll.generation, **{term: [v for v, _ in bm25.search(term, 10)] for term in sys.argv[2:]}}))
+"""
+
+
+def _read_bm25_in_new_process(folder, *terms) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", BM25_READER, str(folder), *terms], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_bm25_persists_across_processes_and_generations_without_stale_terms(collection, embedder):
+    from rag.retriever import Retriever
+
+    with collection.writer() as w:
+        w.replace_file("/a.txt", "h1", 10, *_texts("/a.txt", ["zanzibarite ore", "quartz vein"], embedder.dim))
+        w.replace_file("/b.txt", "h2", 10, *_texts("/b.txt", ["pyrite cube"], embedder.dim, seed=1))
+        w.commit()
+    reader = Retriever(Collection.open(collection.folder), embedder)  # a long-lived reader in this process
+    assert [h.text for h in reader.search("zanzibarite", k=2, mode="bm25")] == ["zanzibarite ore"]
+    assert _read_bm25_in_new_process(collection.folder, "zanzibarite", "pyrite") == {
+        "generation": 1, "zanzibarite": [1], "pyrite": [3]}
+
+    with collection.writer() as w:  # the file is replaced: its old words must go with it
+        w.replace_file("/a.txt", "h3", 10, *_texts("/a.txt", ["granite slab"], embedder.dim, seed=2))
+        w.commit()
+    assert _read_bm25_in_new_process(collection.folder, "zanzibarite", "granite", "pyrite") == {
+        "generation": 2, "zanzibarite": [], "granite": [4], "pyrite": [3]}
+    assert reader.search("zanzibarite", k=2, mode="bm25") == []  # the reader moved to generation 2
+    assert [h.text for h in reader.search("granite", k=2, mode="bm25")] == ["granite slab"]
+
+    with collection.writer() as w:  # pruned
+        w.remove_file("/b.txt")
+        w.commit()
+    assert _read_bm25_in_new_process(collection.folder, "pyrite", "granite") == {
+        "generation": 3, "pyrite": [], "granite": [4]}
+    assert reader.search("pyrite", k=2, mode="bm25") == []
+    assert not (collection.folder / "bm25-2").exists()
+
+
+def test_a_collection_without_a_saved_bm25_index_builds_it(collection, embedder):
+    """Collections written before BM25 indexes were saved have none: each reader builds it."""
+    import shutil
+
+    from rag.retriever import Retriever
+
+    with collection.writer() as w:
+        w.replace_file("/a.txt", "h1", 10, *_texts("/a.txt", ["zanzibarite ore", "quartz vein"], embedder.dim))
+        w.commit()
+    shutil.rmtree(collection.folder / "bm25-1")
+    hits = Retriever(Collection.open(collection.folder), embedder).search("quartz", k=1, mode="bm25")
+    assert [h.text for h in hits] == ["quartz vein"]
+
+
+def test_failed_bm25_save_leaves_the_generation_as_it_was(collection, embedder, monkeypatch):
+    with collection.writer() as w:
+        w.replace_file("/a.txt", "h1", 10, *_texts("/a.txt", ["zanzibarite ore"], embedder.dim))
+        w.commit()
+        real_save = BM25Index.save
+
+        def crash(self, folder):  # killed half-way: some files are in the temp folder
+            (folder.parent / f"{folder.name}.tmp").mkdir()
+            (folder.parent / f"{folder.name}.tmp" / "vids.npy").write_bytes(b"half")
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(BM25Index, "save", crash)
+        w.replace_file("/b.txt", "h2", 10, *_texts("/b.txt", ["pyrite cube"], embedder.dim, seed=1))
+        with pytest.raises(OSError, match="No space left"):
+            w.commit()
+        monkeypatch.setattr(BM25Index, "save", real_save)
+    again = Collection.open(collection.folder)
+    assert again.generation == 1 and again.file_hashes() == {"/a.txt": "h1"}
+    assert sorted(p.name for p in collection.folder.iterdir() if p.name.startswith(("index-", "bm25-"))) == [
+        "bm25-1", "index-1.faiss"]
+    assert [v for v, _ in again.load_bm25().search("zanzibarite", 5)] == [1]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_an_approximate_index_is_rebuilt_once_it_outgrows_its_tuning(collection, embedder, kind):
+    """Grown by many small commits, not one big one: the size it was built at is recorded."""
+    with collection.writer(index_type=kind) as w:
+        w.replace_file("/f0.txt", "h", 1, *_chunks("/f0.txt", 400, embedder.dim))
+        w.commit()
+        assert collection.get_meta("index_built_size") == "400"
+        for n in range(1, 14):  # +100 chunks a commit, never 4x the previous size in one go
+            w.replace_file(f"/f{n}.txt", "h", 1, *_chunks(f"/f{n}.txt", 100, embedder.dim, seed=n))
+            w.commit()
+            built = "400" if 400 + 100 * n <= 1600 else "1700"
+            assert collection.get_meta("index_built_size") == built
+    assert collection.index.kind == kind and collection.index.ntotal == 1700
+
+
+def test_a_bm25_index_of_another_format_is_refused_and_rebuilt(collection, embedder):
+    """A saved index tokenised some other way (an older or newer rag) is never searched as if it were current."""
+    import json
+
+    with collection.writer() as w:
+        w.replace_file("/a.txt", "h1", 10, *_texts("/a.txt", ["zanzibarite ore", "quartz vein"], embedder.dim))
+        w.commit()
+    folder = collection.folder / "bm25-1"
+    (folder / "format.json").write_text(json.dumps({"format": 0}))
+    with pytest.raises(ValueError, match="written as"):
+        BM25Index.load(folder)
+    assert [v for v, _ in collection.load_bm25().search("quartz", 5)] == [2]  # built from the texts instead
