@@ -100,8 +100,8 @@ with st.sidebar.expander("Add documents", expanded=not collections):
 
         coll = open_collection(settings, embedder, create=True)
         # Another user's upload may be ingesting into this collection: queue behind it.
-        report = ingest(saved, coll, embedder, make_chunker(settings, embedder), index_type=settings.index_type,
-                        exact_threshold=settings.exact_threshold, wait=UPLOAD_WAIT_S, progress=progress)
+        report = ingest(saved, coll, embedder, make_chunker(settings, embedder), settings=settings,
+                        wait=UPLOAD_WAIT_S, progress=progress)
         for line in errors + report.errors:
             st.error(line)
         st.success(report.summary())
@@ -159,6 +159,7 @@ def show_sources(message: dict, turn: int) -> None:
             st.caption(f"Retrieved with the standalone question: {message['query']}")
         for n, src in enumerate(sources, start=1):
             where = src["source"] + (f", page {src['page']}" if src["page"] is not None else "")
+            where += f" · {src['heading']}" if src.get("heading") else ""
             st.markdown(f'<span id="src-{turn}-{n}"></span>', unsafe_allow_html=True)
             st.markdown(f"**[{n}] {md_escape(where)}** · score {src['score']:.4f}")
             text, span = src["text"], src.get("highlight")

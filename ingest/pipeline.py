@@ -20,6 +20,7 @@ import numpy as np
 from rag.chunking import Chunker
 from rag.embedding import Embedder
 from rag.loading import LoadError, discover, load, open_regular, shown
+from rag.settings import Settings
 from rag.store import Collection, Writer
 
 COMMIT_EVERY = 32  # files per commit: a crash loses at most this much work, never stored data
@@ -99,14 +100,15 @@ def ingest(
     embedder: Embedder,
     chunker: Chunker,
     *,
+    settings: Settings | None = None,
     prune: bool = False,
-    index_type: str = "auto",
-    exact_threshold: int = 20_000,
     wait: float = 0.0,
     progress: Callable[[Progress], None] | None = None,
 ) -> IngestReport:
     """Ingest files, folders and globs into `collection`; returns what happened, file by file counted.
-    `wait`: seconds to queue behind another writer of the collection (0: fail at once)."""
+    `settings` gives the index type and its exact threshold (defaults when None); `wait`: seconds to
+    queue behind another writer of the collection (0: fail at once)."""
+    settings = settings or Settings()
     start = time.perf_counter()
     report = IngestReport(collection.name)
     found = discover(paths)
@@ -117,7 +119,7 @@ def ingest(
     files = found.files
     notify = progress or (lambda event: None)
     embedded = 0
-    with collection.writer(index_type, exact_threshold, wait=wait) as writer:
+    with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
         known = collection.file_hashes()
         for done, path in enumerate(files):
             notify(Progress(done, len(files), embedded))
@@ -142,7 +144,7 @@ def ingest(
                     raise LoadError(path, "no text left after chunking")
                 vectors = []
                 for at in range(0, len(chunks), EMBED_STEP):
-                    vectors.append(embedder.embed([c.text for c in chunks[at:at + EMBED_STEP]]))
+                    vectors.append(embedder.embed([c.indexed for c in chunks[at:at + EMBED_STEP]]))
                     embedded += len(vectors[-1])
                     notify(Progress(done, len(files), embedded, path, min(at + EMBED_STEP, len(chunks)), len(chunks)))
             except LoadError as exc:

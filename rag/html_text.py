@@ -19,27 +19,41 @@ _BLOCK = {"p", "div", "br", "li", "ul", "ol", "table", "tr", "h1", "h2", "h3", "
           "section", "article", "header", "footer", "blockquote", "dd", "dt", "hr", "td", "th"}
 
 
+_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+
+
 class _FlatText(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.headings: list[tuple[int, str]] = []  # (level, title) in document order
         self._skipping = 0
+        self._heading: tuple[int, list[str]] | None = None
 
     def handle_starttag(self, tag: str, attrs) -> None:
         if tag in _SKIP:
             self._skipping += 1
         elif tag in _BLOCK:
             self.parts.append("\n")
+        if tag in _HEADINGS and self._heading is None:
+            self._heading = (_HEADINGS[tag], [])
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP:
             self._skipping = max(0, self._skipping - 1)
         elif tag in _BLOCK:
             self.parts.append("\n")
+        if tag in _HEADINGS and self._heading is not None:
+            title = " ".join("".join(self._heading[1]).split())
+            if title:
+                self.headings.append((self._heading[0], title))
+            self._heading = None
 
     def handle_data(self, data: str) -> None:
         if not self._skipping:
             self.parts.append(data)
+            if self._heading is not None:
+                self._heading[1].append(data)
 
 
 def flat_text(html: str) -> str:
@@ -49,6 +63,14 @@ def flat_text(html: str) -> str:
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
+
+
+def html_headings(html: str) -> list[tuple[int, str]]:
+    """(level, title) of the page's h1-h6 elements, in document order."""
+    parser = _FlatText()
+    parser.feed(html)
+    parser.close()
+    return parser.headings
 
 
 def html_to_text(html: str) -> tuple[str, list[str]]:

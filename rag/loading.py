@@ -19,10 +19,12 @@ import ftfy
 from charset_normalizer import from_bytes
 
 from rag.errors import RagError
+from rag.headings import Heading, locate, markdown_headings, text_headings
 from rag.pdf import PdfError, extraction_failed, read_pdf  # noqa: F401  (extraction_failed: re-exported)
 
 PDF_SUFFIXES = {".pdf"}
-TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst"}
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
+TEXT_SUFFIXES = {".txt", ".text", ".rst"} | MARKDOWN_SUFFIXES
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES
 
@@ -53,6 +55,7 @@ class Page:
     text: str
     page: int | None  # 1-based page number for PDFs, None for single-page formats
     sections: list[tuple[int, str]] = field(default_factory=list)  # PDF outline titles starting here: (level, title)
+    headings: list[Heading] = field(default_factory=list)  # where sections start in `text` (rag/headings.py)
 
 
 @dataclass
@@ -171,17 +174,31 @@ def load(path: Path) -> Document:
         raise LoadError(path, "empty file")
     if suffix in PDF_SUFFIXES:
         doc = _load_pdf(path, data)
+        for page in doc.pages:
+            page.headings = _merge(locate(page.text, page.sections), text_headings(page.text))
     else:
         text, warnings = decode_text(path, data)
         if suffix in HTML_SUFFIXES:
-            from rag.html_text import html_to_text
+            from rag.html_text import html_headings, html_to_text
 
+            titles = html_headings(text)
             text, notes = html_to_text(text)
             warnings += notes
-        doc = Document(path, [Page(text, None)], warnings)
+            headings = locate(text, titles)
+        elif suffix in MARKDOWN_SUFFIXES:
+            headings = markdown_headings(text)
+        else:
+            headings = text_headings(text)
+        doc = Document(path, [Page(text, None, headings=headings)], warnings)
     if not any(p.text.strip() for p in doc.pages):
         raise LoadError(path, "no text found in file")
     return doc
+
+
+def _merge(first: list[Heading], second: list[Heading]) -> list[Heading]:
+    """Both lists in page order; a heading of `second` at an offset `first` already has is dropped."""
+    taken = {h.offset for h in first}
+    return sorted(first + [h for h in second if h.offset not in taken], key=lambda h: h.offset)
 
 
 def decode_text(path: Path, data: bytes) -> tuple[str, list[str]]:

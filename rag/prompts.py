@@ -80,6 +80,8 @@ def format_context(hits: list[Hit]) -> str:
         # The file name only: where the files happen to live must not change the answer.
         name = Path(hit.source).name
         where = name if hit.page is None else f"{name}, page {hit.page}"
+        if hit.heading:
+            where += f"; section: {hit.heading}"
         blocks.append(f"[{n}] (source: {where})\n{hit.text.strip()}")
     return "\n\n".join(blocks)
 

@@ -50,7 +50,8 @@ def test_retrieve_json_and_queries_file(home, tmp_path):
                          home=home).stdout)
     assert len(out["results"]) == 2
     assert out["results"][0]["source"].endswith("korvik_lighthouse.md")
-    assert set(out["results"][0]) == {"source", "page", "score", "text"}
+    assert set(out["results"][0]) == {"source", "page", "heading", "score", "text"}
+    assert out["results"][0]["heading"].startswith("The Korvik Island Lighthouse > ")
     queries = tmp_path / "q.jsonl"
     queries.write_text('{"question": "How long do marmots hibernate?"}\nWhich plant does tea come from?\n')
     lines = rag("retrieve", "--queries", str(queries), "-c", "sample", "--retrieval", "bm25", home=home).stdout.splitlines()

@@ -1,0 +1,80 @@
+"""Chunks that know their section, measured: retrieval with heading paths and section boundaries
+against the same chunker without them, side by side in one run.
+
+Sets: the sample corpus (data/sample, its 20 answerable questions) and the Python FAQ pages as a user
+ingests them (data/beir/python-faq/docs/faq-*.html, built by scripts/make_python_faq_beir.py; its
+179 questions). A question is found at rank r when the r-th chunk holds its evidence sentence
+(eval.metrics.evidence_in_text). Reports hit@1, hit@3 and MRR per retrieval mode.
+
+    python bench/headings.py [--out bench/results/headings.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SETS = {"sample": (ROOT / "data/sample/qa.jsonl", [str(ROOT / "data/sample")]),
+        "python-faq": (ROOT / "data/beir/python-faq/qa.jsonl", [str(ROOT / "data/beir/python-faq/docs/faq-*.html")])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "headings.json"))
+    args = parser.parse_args()
+
+    from bench.machine import describe
+    from eval.metrics import evidence_in_text
+    from ingest.pipeline import ingest
+    from rag.chunking import Chunker
+    from rag.components import make_embedder
+    from rag.retriever import Retriever
+    from rag.settings import Settings
+    from rag.store import Collection
+
+    settings = Settings()
+    embedder = make_embedder(settings)
+    results: dict = {"machine": describe()}
+    for name, (qa, docs) in SETS.items():
+        if not qa.is_file():
+            print(f"{name}: {qa} missing (make eval-faq builds it); skipped", file=sys.stderr)
+            continue
+        rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r.get("answerable", True) and r.get("evidence")]
+        results[name] = {"questions": len(rows)}
+        for variant, use in (("without", False), ("with", True)):
+            chunker = Chunker(embedder.tokenizer, embedder.max_seq_length, settings.chunk_size, settings.chunk_overlap,
+                              headings=use)
+            collection = Collection.open(Path(tempfile.mkdtemp()) / name, embedder.name, embedder.dim, create=True)
+            start = time.perf_counter()
+            ingest(docs, collection, embedder, chunker)
+            seconds = time.perf_counter() - start
+            retriever = Retriever(collection, embedder, weights=(1.0, 1.0))
+            scores = {}
+            for mode in ("dense", "bm25", "hybrid"):
+                ranks = []
+                for row in rows:
+                    hits = retriever.search(row["question"], k=10, mode=mode)
+                    ranks.append(next((n for n, h in enumerate(hits, start=1)
+                                       if evidence_in_text(row["evidence"], h.text)), None))
+                scores[mode] = {"hit@1": sum(r == 1 for r in ranks) / len(ranks),
+                                "hit@3": sum(r is not None and r <= 3 for r in ranks) / len(ranks),
+                                "mrr": sum(1 / r for r in ranks if r) / len(ranks)}
+            results[name][variant] = {"chunks": collection.count()[1], "ingest_s": round(seconds, 1), **scores}
+            print(f"{name} {variant} headings: " + ", ".join(
+                f"{m} hit@1 {v['hit@1']:.2f} hit@3 {v['hit@3']:.2f} MRR {v['mrr']:.2f}" for m, v in scores.items()),
+                file=sys.stderr)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Chunks know their section: heading paths from Markdown, HTML, PDF outlines and numbered lines."""
+
+from pathlib import Path
+
+import pytest
+
+from rag.headings import Heading, HeadingPath, markdown_headings, text_headings
+from rag.loading import load
+
+
+def test_markdown_headings_and_paths(chunker, tmp_path):
+    doc = tmp_path / "guide.md"
+    body = "Words about the topic at hand, enough of them to stand alone as a section of text. " * 3
+    doc.write_text(f"# Admin Guide\n\nIntro. {body}\n\n## 5 Software\n\n{body}\n\n### 5.12 Where is the backup tool?\n\n"
+                   f"It is in /usr/sbin/backup. {body}\n\n```\n# not a heading\n```\n\n## 6 Hardware\n\n{body}\n")
+    chunks = chunker.split(load(doc), "guide.md")
+    assert [c.heading for c in chunks] == [
+        "Admin Guide", "Admin Guide > 5 Software", "Admin Guide > 5 Software > 5.12 Where is the backup tool?",
+        "Admin Guide > 6 Hardware"]
+    backup = chunks[2]
+    assert backup.text.startswith("### 5.12 Where is the backup tool?") and "/usr/sbin/backup" in backup.text
+    assert backup.indexed.startswith("Admin Guide > 5 Software > 5.12 Where is the backup tool?\n")
+
+
+def test_html_headings(chunker):
+    chunks = chunker.split(load(Path(__file__).parent.parent / "data/sample/tidy_t3_manual.html"), "t3.html")
+    warranty = next(c for c in chunks if "two-year warranty" in c.text)
+    assert warranty.heading == "Tidy T3 Robot Vacuum: Quick Manual > Warranty"
+
+
+def test_pdf_outline_gives_heading_paths(chunker, tmp_path):
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=11)
+    sections = [(0, "Marmot Guide"), (1, "Hibernation"), (1, "Whistles")]
+    texts = {"Hibernation": "Alpine marmots hibernate for about six months, from October to April. " * 4,
+             "Whistles": "A single sharp whistle warns of an eagle or another threat from the air. " * 4,
+             "Marmot Guide": "These notes describe the Alpine marmot of the central European mountains. " * 4}
+    for level, title in sections:
+        pdf.add_page()
+        pdf.start_section(title, level=level)
+        pdf.multi_cell(0, 6, f"{title}\n{texts[title]}")
+    path = tmp_path / "guide.pdf"
+    pdf.output(str(path))
+    chunks = chunker.split(load(path), "guide.pdf")
+    by_page = {c.page: c.heading for c in chunks}
+    assert by_page == {1: "Marmot Guide", 2: "Marmot Guide > Hibernation", 3: "Marmot Guide > Whistles"}
+
+
+def test_numbered_heading_lines_in_plain_text():
+    text = ("5 Software\n\nSome words here.\n\n5.12 Where is the backup tool?\n\nIn /usr/sbin.\n\n"
+            "1. Open the lid.\n2. Remove the bin, then rinse it.\nChapter 3: Installing\n")
+    found = [(h.level, h.title) for h in text_headings(text)]
+    assert found == [(1, "5 Software"), (2, "5.12 Where is the backup tool?"), (1, "Chapter 3: Installing")]
+    assert [h.title for h in markdown_headings("Title\n=====\n\nSub\n---\n")] == ["Title", "Sub"]
+
+
+def test_heading_path_closes_deeper_levels():
+    path = HeadingPath()
+    for heading in (Heading(0, 1, "Guide"), Heading(5, 2, "A"), Heading(9, 3, "A.1"), Heading(20, 2, "B")):
+        path.enter(heading)
+    assert path.path() == "Guide > B"
+
+
+def test_the_heading_is_stored_indexed_and_shown(sample_collection, embedder):
+    from rag.prompts import format_context
+    from rag.retriever import Retriever
+
+    hits = Retriever(sample_collection, embedder).search("Visiting the gallery", k=3, mode="bm25")
+    visiting = next(h for h in hits if h.heading.endswith("> Visiting"))
+    assert visiting.heading == "The Korvik Island Lighthouse > Visiting"
+    assert "section: The Korvik Island Lighthouse > Visiting" in format_context([visiting])
+
+
+@pytest.mark.parametrize("long", [True])
+def test_a_long_heading_path_never_truncates_the_text(chunker, tmp_path, long):
+    doc = tmp_path / "deep.md"
+    titles = [f"{'#' * (n + 1)} Level {n} " + "heading words " * 12 for n in range(6)]
+    body = "The actual text of the deepest section, which must be embedded whole. " * 30
+    doc.write_text("\n\n".join(titles) + "\n\n" + body)
+    for chunk in chunker.split(load(doc), "deep.md"):
+        assert chunker.count_tokens(chunk.indexed) <= chunker.limit + 2  # specials included: fits the embedder
