@@ -87,7 +87,7 @@ def main() -> None:
     judged = [q for q in beir.queries if beir.qrels.get(q)]
     results = {}
     for mode in ("dense", "bm25", "hybrid"):
-        results[mode] = score_documents(lambda question: retriever.search(question, k=30, mode=mode),
+        results[mode] = score_documents(lambda question, mode=mode: retriever.search(question, k=30, mode=mode),
                                         beir, doc_of, desc=mode)
     out = {
         "benchmark": "beir_faq", "date": time.strftime("%Y-%m-%d"),

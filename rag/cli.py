@@ -60,9 +60,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     collection = open_collection(settings, embedder, create=True)
     with _IngestBar(disable=args.json and not sys.stderr.isatty()) as bar:
         report = ingest(
-            args.paths, collection, embedder, make_chunker(settings, embedder), prune=args.prune,
-            index_type=settings.index_type, exact_threshold=settings.exact_threshold, wait=args.wait,
-            progress=bar.update,
+            args.paths, collection, embedder, make_chunker(settings, embedder), settings=settings, prune=args.prune,
+            wait=args.wait, progress=bar.update,
         )
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -318,7 +317,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from eval.config import EvalConfig, load_experiment
 
     if args.action == "compare":
-        from eval.report import compare, load_results
+        from eval.render import compare
+        from eval.results import load_results
 
         if len(args.targets) != 2:
             raise UserError("rag eval compare needs two report folders (or results.json files)")
@@ -348,11 +348,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     results = run(config, settings, progress=progress, log=lambda line: print(line, file=sys.stderr))
     if args.json:
-        print(json.dumps({k: results[k] for k in ("name", "arms", "differences", "retrieval", "knowledge_update")
-                          if k in results}))
+        data = results.to_json()
+        print(json.dumps({k: data[k] for k in ("name", "arms", "differences", "retrieval", "knowledge_update")
+                          if k in data}))
     else:
         print((config.out / "report.md").read_text(encoding="utf-8"))
-        print(f"wrote {config.out}/report.md, report.html, results.json and {len(results['plots'])} plots")
+        print(f"wrote {config.out}/report.md, report.html, results.json and {len(results.plots)} plots")
     return 0
 
 
@@ -442,7 +443,8 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 
 def _where(hit) -> str:
-    return hit.source if hit.page is None else f"{hit.source} (page {hit.page})"
+    where = hit.source if hit.page is None else f"{hit.source} (page {hit.page})"
+    return f"{where} \u2014 {hit.heading}" if hit.heading else where
 
 
 def _snippet(text: str, width: int = 160) -> str:
