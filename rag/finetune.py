@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -376,5 +376,3 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def config_dict(config: FinetuneConfig) -> dict:
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}

