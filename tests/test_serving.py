@@ -141,9 +141,10 @@ def test_rag_answer_through_vllm_holds_the_fact_and_cites(vllm_server, sample_co
     assert answer.sources and Path(answer.sources[0].source).name == "korvik_lighthouse.md"
     assert any(c.passages for c in answer.citations) and "[" in answer.answer
     streamed = assistant.ask_stream(question["question"])
-    # What streams is the model's own text, then cited. (Two requests are not compared with each other:
-    # vLLM's CPU build is not bit-stable across greedy requests, see docs/BENCHMARKS.md.)
-    assert "".join(streamed).strip() == streamed.answer.model_answer
+    # What streams is the model's own text; where the loop guard cut further back than the text already
+    # shown, the final answer is the shorter one (rag/answer.py, AnswerStream). Two requests are not
+    # compared with each other: vLLM's CPU build is not bit-stable across greedy requests.
+    assert "".join(streamed).strip().startswith(streamed.answer.model_answer)
     assert "1887" in streamed.answer.answer and streamed.answer.citations
 
 
