@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,19 +24,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "conversation.json"))
     args = parser.parse_args()
 
+    from bench.corpus import scratch_collection
     from bench.machine import describe
-    from ingest.pipeline import ingest
-    from rag.components import make_chunker, make_embedder
+    from rag.components import make_embedder
     from rag.conversation import keyword_rewrite
     from rag.retriever import Retriever
     from rag.settings import Settings
-    from rag.store import Collection
 
     pairs = [json.loads(line) for line in Path(args.set).read_text().splitlines() if line.strip()]
     settings = Settings()
     embedder = make_embedder(settings)
-    collection = Collection.open(Path(tempfile.mkdtemp()) / "sample", embedder.name, embedder.dim, create=True)
-    ingest([ROOT / "data" / "sample"], collection, embedder, make_chunker(settings, embedder))
+    collection = scratch_collection("sample", [ROOT / "data" / "sample"], settings, embedder)
     retriever = Retriever(collection, embedder)
 
     def rank(query: str, evidence: str) -> int | None:

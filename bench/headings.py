@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,14 +31,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "headings.json"))
     args = parser.parse_args()
 
+    from bench.corpus import scratch_collection
     from bench.machine import describe
     from eval.metrics import evidence_in_text
-    from ingest.pipeline import ingest
     from rag.chunking import Chunker
     from rag.components import make_embedder
     from rag.retriever import Retriever
     from rag.settings import Settings
-    from rag.store import Collection
 
     settings = Settings()
     embedder = make_embedder(settings)
@@ -54,9 +52,8 @@ def main() -> None:
         for variant, use in (("without", False), ("with", True)):
             chunker = Chunker(embedder.tokenizer, embedder.max_seq_length, settings.chunk_size, settings.chunk_overlap,
                               headings=use)
-            collection = Collection.open(Path(tempfile.mkdtemp()) / name, embedder.name, embedder.dim, create=True)
             start = time.perf_counter()
-            ingest(docs, collection, embedder, chunker)
+            collection = scratch_collection(name, docs, settings, embedder, chunker)
             seconds = time.perf_counter() - start
             retriever = Retriever(collection, embedder, weights=(1.0, 1.0))
             scores = {}

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,19 +49,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "loops.json"))
     args = parser.parse_args()
 
+    from bench.corpus import scratch_collection
     from bench.machine import describe
-    from ingest.pipeline import ingest
     from rag.answer import Assistant
-    from rag.components import make_chunker, make_embedder, make_generator
+    from rag.components import make_embedder, make_generator
     from rag.loops import is_looping
     from rag.retriever import Retriever
     from rag.settings import load_settings
-    from rag.store import Collection
 
     settings = load_settings(environ=os.environ)
     embedder = make_embedder(settings)
-    collection = Collection.open(Path(tempfile.mkdtemp()) / args.name, embedder.name, embedder.dim, create=True)
-    ingest(args.docs, collection, embedder, make_chunker(settings, embedder))
+    collection = scratch_collection(args.name, args.docs, settings, embedder)
     generator = make_generator(settings)
     assistant = Assistant(generator, Retriever(collection, embedder), k=settings.k, abstain_threshold=None)
     rows = [json.loads(line) for line in Path(args.qa).read_text().splitlines() if line.strip()]

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,20 +54,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "trust.json"))
     args = parser.parse_args()
 
+    from bench.corpus import scratch_collection
     from bench.loops import guarded
     from bench.machine import describe
     from eval.metrics import bootstrap_ci, evidence_in_text, fact_recall, is_abstention, token_f1
-    from ingest.pipeline import ingest
     from rag.answer import Answer, AnswerStream
-    from rag.components import make_assistant, make_chunker, make_embedder, make_generator
+    from rag.components import make_assistant, make_embedder, make_generator
     from rag.retriever import Retriever
     from rag.settings import load_settings
-    from rag.store import Collection
 
     settings = load_settings(environ=os.environ).replace(max_tokens=args.max_tokens)
     embedder = make_embedder(settings)
-    collection = Collection.open(Path(tempfile.mkdtemp()) / args.set, embedder.name, embedder.dim, create=True)
-    ingest(SETS[args.set]["docs"], collection, embedder, make_chunker(settings, embedder))
+    collection = scratch_collection(args.set, SETS[args.set]["docs"], settings, embedder)
     generator = make_generator(settings)
     assistant = make_assistant(settings, generator, Retriever(collection, embedder))
     rows = load_rows(args.set, args.seed)
