@@ -14,6 +14,7 @@ import streamlit as st
 from ingest.pipeline import ingest
 from ingest.uploads import save_uploads
 from rag.adapters import list_adapters
+from rag.answer import ANSWER_MODES
 from rag.components import make_assistant, make_chunker, make_embedder, make_generator, open_collection
 from rag.errors import ConfigError, RagError
 from rag.generator import check_server
@@ -23,7 +24,6 @@ from rag.store import DB_NAME, list_collections
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UPLOAD_WAIT_S = 600.0  # how long an upload queues behind another ingest into the same collection
-ANSWER_MODES = {"RAG": "rag", "Base model": "base", "LoRA": "lora", "LoRA + RAG": "lora+rag"}
 
 st.set_page_config(page_title="ragvsft chat", page_icon="📚", layout="wide")
 
@@ -64,12 +64,14 @@ with st.sidebar:
         models, status = check_server(base_url, base.api_key)
         (st.success if models is not None else st.error)(("✅ " if models is not None else "⛔ ") + status)
         served = models or []
-    mode_label = st.radio("Mode", list(ANSWER_MODES), index=0)
+    # RAG first: the product's point; then the others in their defined order.
+    answer_mode = st.radio("Mode", sorted(ANSWER_MODES, key=lambda name: name != "rag"), index=0,
+                           format_func=lambda name: ANSWER_MODES[name].label)
     # The registry (rag adapters) for the embedded model; a server offers what it serves: vLLM lists
     # the base model first, then each --lora-modules name (`rag serve` registers the registry's).
     adapters = served[1:] if backend == "server" else [info.name for info in list_adapters(base.adapters_dir)]
     adapter = None
-    if ANSWER_MODES[mode_label].startswith("lora"):
+    if ANSWER_MODES[answer_mode].adapter:
         if adapters:
             adapter = st.selectbox("Adapter", adapters)
         elif backend == "server":
@@ -107,7 +109,7 @@ with st.sidebar.expander("Add documents", expanded=not collections):
         st.success(report.summary())
 
 st.title("Chat with your documents")
-st.caption(f"Collection **{settings.collection}** · mode **{mode_label}** · "
+st.caption(f"Collection **{settings.collection}** · mode **{ANSWER_MODES[answer_mode].label}** · "
            f"{'embedded SmolLM2' if backend == 'local' else base_url}")
 
 if "messages" not in st.session_state:
@@ -185,17 +187,16 @@ if question:
         st.markdown(question)
     with st.chat_message("assistant"):
         try:
-            answer_mode = ANSWER_MODES[mode_label]
-            if answer_mode.startswith("lora") and adapter is None:
+            if ANSWER_MODES[answer_mode].adapter and adapter is None:
                 raise ConfigError("choose an adapter for the LoRA modes (none is available yet)")
-            use_rag = answer_mode in ("rag", "lora+rag")
+            use_rag = ANSWER_MODES[answer_mode].retrieval
             if use_rag and not (settings.collection_dir / DB_NAME).exists():
                 st.info(NO_COLLECTION)
                 st.stop()
             retriever = retriever_for(settings.replace(k=base.k, mode=base.mode)) if use_rag else None
             assistant = make_assistant(settings, generator_for(settings, adapter), retriever)
             with st.spinner("Retrieving…"):
-                stream = assistant.ask_stream(question, "rag" if use_rag else "base", history)
+                stream = assistant.ask_stream(question, answer_mode, history)
             placeholder = st.empty()
             placeholder.write_stream(iter(stream))
             answer = stream.answer

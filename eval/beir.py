@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rag.errors import ConfigError
+from rag.jsonl import read_lines
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -65,21 +66,10 @@ def write_beir(folder: str | Path, corpus: dict[str, dict[str, str]], queries: d
                 f.write(f"{query_id}\t{doc_id}\t{score}\n")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline) for each non-blank line."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
-
-
 def _read_jsonl(path: Path) -> Iterator[tuple[str, str, dict]]:
     """(id, text, row) for each row; ids are unique and rows carry a string text."""
     seen: set[str] = set()
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
@@ -99,7 +89,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, str, dict]]:
 
 def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    lines = _lines(path)
+    lines = read_lines(path)
     first = next(lines, None)
     if first is None or tuple(first[1].split("\t")) != QRELS_HEADER:
         where = f"{path}:{first[0]}" if first else str(path)

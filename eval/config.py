@@ -13,35 +13,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.answer import ANSWER_MODES
 from rag.errors import ConfigError
 
-ARMS = ("base", "rag", "lora", "lora+rag")
-LORA_ARMS = ("lora", "lora+rag")
-RAG_ARMS = ("rag", "lora+rag")
+# The arms are the answer modes; what each one uses is defined once, in rag.answer.ANSWER_MODES.
+ARMS = tuple(ANSWER_MODES)
+LORA_ARMS = tuple(name for name, mode in ANSWER_MODES.items() if mode.adapter)
+RAG_ARMS = tuple(name for name, mode in ANSWER_MODES.items() if mode.retrieval)
+
+
+def _opt(default: Any, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class EvalConfig:
-    qa: Path | None  # JSONL: id, question, answer, evidence, source, facts, answerable (data/sample/qa.jsonl)
-    out: Path  # the report folder
-    name: str = ""
-    arms: tuple[str, ...] = ARMS
-    adapter: str = ""  # a registered adapter (or peft folder): needed by the LoRA arms
-    limit: int = 0  # first N questions only (0 = all)
-    sample: int = 0  # or a random sample of N questions drawn with `seed`, kept in file order (0 = all)
-    bootstrap: int = 2000
-    seed: int = 0
-    retrieval_k: int = 10  # depth of the ranking scored by MRR and nDCG@10
+    """Each field is also a `rag eval` flag (rag/cli_args.py), with its help text and default here."""
+
+    qa: Path | None = field(metadata={
+        "help": "questions: JSONL with id, question, answer, evidence, source, facts, answerable"})
+    out: Path = field(metadata={"help": "report folder, e.g. reports/NAME"})
+    name: str = _opt("", "report name (default: the report folder's name)")
+    arms: tuple[str, ...] = _opt(ARMS, f"comma-separated, among {', '.join(ARMS)}")
+    adapter: str = _opt("", "a registered adapter (or peft folder): needed by the LoRA arms")
+    limit: int = _opt(0, "first N questions only (0: all)")
+    sample: int = _opt(0, "or a random sample of N questions drawn with --seed, kept in file order (0: all)")
+    bootstrap: int = _opt(2000, "bootstrap resamples of the confidence intervals")
+    seed: int = _opt(0, "random seed of the sample and the bootstrap")
+    retrieval_k: int = _opt(10, "depth of the ranking scored by MRR and nDCG@10")
     # A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): its queries are the questions and
     # its qrels the relevance, matched to chunks of the corpus files written by eval.beir.write_corpus_files.
-    beir: Path | None = None
+    beir: Path | None = _opt(None, "a BEIR folder instead of --qa: queries are the questions, qrels the relevance "
+                                   "(the collection must hold the corpus files of eval.beir.write_corpus_files)")
     # Knowledge update: new documents and questions about them; RAG ingests, LoRA retrains.
-    update_docs: Path | None = None
-    update_qa: Path | None = None
-    update_steps: int = 30
+    update_docs: Path | None = _opt(None, "knowledge update: new documents (folder or file)")
+    update_qa: Path | None = _opt(None, "knowledge update: questions about the new documents")
+    update_steps: int = _opt(30, "knowledge update: LoRA training steps")
     # Optional LLM judge (OpenAI-compatible server); off when judge_url is empty.
-    judge_url: str = ""
-    judge_model: str = ""
+    judge_url: str = _opt("", "optional LLM judge: an OpenAI-compatible server (off by default)")
+    judge_model: str = _opt("", "the judge's served model name")
     settings: dict[str, Any] = field(default_factory=dict)  # Settings overrides (collection, backend, k, ...)
 
     def __post_init__(self) -> None:

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from eval.config import RAG_ARMS, EvalConfig
+from eval.config import EvalConfig
 from eval.results import KnowledgeUpdate, UpdateArm
 from eval.runner import read_qa
+from rag.answer import ANSWER_MODES
 from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.settings import Settings
@@ -68,16 +69,17 @@ def knowledge_update(config: EvalConfig, settings: Settings, embedder, collectio
             lora_seconds = time.perf_counter() - start
             # The new adapter is not registered with a running server, so it is always asked in-process.
             new_lora = LocalGenerator(model_path, settings.device, adapter=str(tuned.path))
-            arms = {"base": (base, None, None), "rag": (base, updated, rag_seconds),
-                    "lora": (new_lora, None, lora_seconds),
-                    "lora+rag": (new_lora, updated, None if rag_seconds is None else lora_seconds + rag_seconds)}
             result = KnowledgeUpdate(questions=len(questions), lora_train_steps=tuned.card["steps"], arms={})
             for arm in config.arms:
-                generator, coll, seconds = arms[arm]
-                if arm in RAG_ARMS and coll is None:
+                mode = ANSWER_MODES[arm]
+                if mode.retrieval and updated is None:
                     continue
+                # The update's cost: ingesting the new documents, training on them, or both.
+                parts = ([rag_seconds] if mode.retrieval else []) + ([lora_seconds] if mode.adapter else [])
                 rows = progress(questions, desc=f"update: {arm}", unit="answer")
-                result.arms[arm] = _ask(settings, generator, coll, embedder, rows, seconds)
+                result.arms[arm] = _ask(settings, new_lora if mode.adapter else base,
+                                        updated if mode.retrieval else None, embedder, arm, rows,
+                                        sum(parts) if parts else None)
             return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -106,7 +108,8 @@ def _train(config: EvalConfig, settings: Settings, only_new, model_path: str, sc
     ))
 
 
-def _ask(settings: Settings, generator: Generator, collection, embedder, questions, seconds: float | None) -> UpdateArm:
+def _ask(settings: Settings, generator: Generator, collection, embedder, arm: str, questions,
+         seconds: float | None) -> UpdateArm:
     """The arm's fact recall on the questions about the new documents."""
     from eval.metrics import fact_recall
     from rag.components import make_assistant
@@ -114,7 +117,7 @@ def _ask(settings: Settings, generator: Generator, collection, embedder, questio
 
     retriever = Retriever(collection, embedder) if collection is not None else None
     assistant = make_assistant(settings, generator, retriever)
-    recalls = [fact_recall(assistant.ask(row["question"], "rag" if retriever else "base").answer, row.get("facts") or [])
+    recalls = [fact_recall(assistant.ask(row["question"], arm).answer, row.get("facts") or [])
                for row in questions]
     scored = [r for r in recalls if not math.isnan(r)]
     return UpdateArm(update_s=seconds, fact_recall=sum(scored) / len(scored) if scored else None,

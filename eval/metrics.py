@@ -18,22 +18,13 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rag.attribution import STOPWORDS, WORD
 from rag.prompts import ABSTENTION_PHRASES, is_abstention  # noqa: F401  (the product's own reading)
-
-# Dropped from answers before faithfulness_proxy and evidence overlap: words any context contains.
-STOPWORDS: frozenset[str] = frozenset(
-    """a an the and or but if then so of to in on at by for with from as into about over under than
-    is are was were be been being am do does did doing have has had having it its this that these those
-    there here which who whom whose what when where why how i you he she we they me him her us them my
-    your his our their not no yes can could will would shall should may might must just also very
-    only s t""".split()
-)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # the comma in 1,200 (not in 1,2 or 1,2345)
 _LINE_BREAK_HYPHEN = re.compile(r"(?<=[^\W\d_])-[ \t]*\r?\n\s*(?=[^\W\d_])")  # "infor-\nmation"
-_TOKEN = re.compile(r"\d+(?:\.\d+)*|[^\W_]+")  # numbers keep their decimal points: 2.4, 0.4
 
 
 # --- answers (SQuAD) -------------------------------------------------------------------------------
@@ -72,7 +63,7 @@ def _tokens(text: str) -> list[str]:
     and every other punctuation mark a token boundary (so "two-year" reads as "two year")."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = _LINE_BREAK_HYPHEN.sub("", text)
-    return _TOKEN.findall(_THOUSANDS.sub("", text))
+    return WORD.findall(_THOUSANDS.sub("", text))
 
 
 def _content_tokens(text: str) -> list[str]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval.answers import ANSWERS_FILE, AnswerCache, Passage, Record, answer_key, postprocessing
-from eval.config import LORA_ARMS, RAG_ARMS, EvalConfig
+from eval.config import LORA_ARMS, EvalConfig
 from eval.results import KnowledgeUpdate
-from rag.answer import Assistant
+from rag.answer import Assistant, Prepared
 from rag.components import make_assistant
 from rag.errors import ConfigError
 from rag.generator import Generator
@@ -67,10 +67,6 @@ class Model:
     identity: dict  # what the answer cache knows it by (eval.answers.generator_identity)
 
 
-def _mode(arm: str) -> str:
-    return "rag" if arm in RAG_ARMS else "base"
-
-
 class Arms:
     """The models and retriever behind the four arms, each arm asked through its own Assistant."""
 
@@ -92,14 +88,16 @@ class Arms:
             self._assistants[arm] = (assistant, {**model.identity, "postprocessing": postprocessing(assistant)})
         return self._assistants[arm]
 
-    def key(self, arm: str, row: dict) -> str:
-        """The cache key of this question's answer in this arm: retrieves, does not generate."""
+    def prepare(self, arm: str, row: dict) -> tuple[Prepared, str]:
+        """This question's prompt in this arm and the key its answer is cached under: retrieves,
+        does not generate."""
         assistant, identity = self._assistant(arm)
-        return answer_key(assistant.prepare(row["question"], _mode(arm)).messages, identity)
+        prepared = assistant.prepare(row["question"], arm)
+        return prepared, answer_key(prepared.messages, identity)
 
-    def ask(self, arm: str, row: dict) -> Record:
+    def ask(self, arm: str, row: dict, prepared: Prepared | None = None) -> Record:
         assistant, identity = self._assistant(arm)
-        answer = assistant.ask(row["question"], _mode(arm))
+        answer = assistant.ask(row["question"], arm, prepared=prepared)
         return Record(row["id"], arm, row["question"], answer.answer, [Passage.from_hit(h) for h in answer.sources],
                       answer.timings["total_s"], self.count_tokens(answer.messages), self.count_tokens(answer.answer),
                       answer_key(answer.messages, identity))
@@ -134,9 +132,10 @@ def answer_all(config: EvalConfig, arms: Arms, questions: list[dict],
     todo = [(row, arm) for row in questions for arm in config.arms]
     with AnswerCache(config.out / ANSWERS_FILE) as cache:
         for row, arm in progress(todo, desc="answers", unit="answer"):
-            record = cache.get(row["id"], arm, arms.key(arm, row))
+            prepared, key = arms.prepare(arm, row)
+            record = cache.get(row["id"], arm, key)
             if record is None:
-                record = arms.ask(arm, row)
+                record = arms.ask(arm, row, prepared)
                 cache.add(record)
             records.append(record)
     return records

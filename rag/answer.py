@@ -1,6 +1,7 @@
 """Answering: retrieve, gate, build the prompt, generate, then attribute; with timings and sources.
 
-Modes: "rag" (retrieved context, cited answer) and "base" (the model alone, no retrieval). Earlier
+Answer modes (ANSWER_MODES): "base" (the model alone), "rag" (retrieved context, cited answer),
+"lora" and "lora+rag" (the same with the LoRA adapter, which the caller's generator carries). Earlier
 turns of a conversation go to the model within its context window, and a follow-up is retrieved
 with as a standalone question (rag/conversation.py). In RAG mode the model is wrapped in what a small model cannot be trusted to do by itself:
 - a confidence gate before generation: when the best passage's cosine to the question is below
@@ -28,7 +29,23 @@ from rag.loops import LoopGuard, scaffold_echo, trim
 from rag.prompts import NO_ANSWER, base_messages, is_abstention, rag_messages
 from rag.retriever import Hit, Retriever
 
-ANSWER_MODES = ("rag", "base")
+
+@dataclass(frozen=True)
+class AnswerMode:
+    """One way to answer, defined once for the CLI, the chat and the eval's arms."""
+
+    name: str
+    label: str  # as the chat shows it
+    retrieval: bool  # the answer is grounded in retrieved passages, cited
+    adapter: bool  # the generator carries the LoRA adapter
+
+
+ANSWER_MODES = {mode.name: mode for mode in (
+    AnswerMode("base", "Base model", retrieval=False, adapter=False),
+    AnswerMode("rag", "RAG", retrieval=True, adapter=False),
+    AnswerMode("lora", "LoRA", retrieval=False, adapter=True),
+    AnswerMode("lora+rag", "LoRA + RAG", retrieval=True, adapter=True),
+)}
 HOLD_BACK_WORDS = 16  # streamed text trails the model by this much, so a loop is cut before it is shown
 FALLBACK_BELOW = 0.5  # share of supported sentences under which the answer is replaced by a quote
 KINDS = ("answer", "quote", "abstained")
@@ -91,6 +108,13 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
+def answer_mode(name: str) -> AnswerMode:
+    try:
+        return ANSWER_MODES[name]
+    except KeyError:
+        raise ConfigError(f"mode must be one of {', '.join(ANSWER_MODES)}; got {name!r}") from None
+
+
 class Assistant:
     """`abstain_threshold`: None (no gate), a number (the minimum cosine of the best passage), or
     "auto" (the threshold `rag tune` recorded in the collection, none if it recorded none).
@@ -139,14 +163,12 @@ class Assistant:
         retrieval took."""
         if not question or not question.strip():
             raise ConfigError("question is empty")
-        if mode not in ANSWER_MODES:
-            raise ConfigError(f"mode must be one of {', '.join(ANSWER_MODES)}; got {mode!r}")
         history = history or []
-        if mode == "base":
+        if not answer_mode(mode).retrieval:
             messages, notes = self._fit(lambda turns: base_messages(question, turns), history)
             return Prepared(messages, [], 0.0, question.strip(), notes)
         if self.retriever is None:
-            raise ConfigError("mode 'rag' needs a collection to retrieve from")
+            raise ConfigError(f"mode {mode!r} needs a collection to retrieve from")
         start = time.perf_counter()
         query = self.standalone(question, history)
         hits = self.retriever.search(query, k=self.k, mode=self.retrieval_mode)
@@ -166,16 +188,20 @@ class Assistant:
                  f"window of {self.context_window} tokens"] if dropped else []
         return build(turns), notes
 
-    def ask(self, question: str, mode: str = "rag", history: list[dict] | None = None) -> Answer:
-        stream = self.ask_stream(question, mode, history)
+    def ask(self, question: str, mode: str = "rag", history: list[dict] | None = None,
+            prepared: Prepared | None = None) -> Answer:
+        """`prepared`: this question's `prepare()`, when the caller already has it (no second retrieval)."""
+        stream = self.ask_stream(question, mode, history, prepared)
         for _ in stream:
             pass
         assert stream.answer is not None
         return stream.answer
 
-    def ask_stream(self, question: str, mode: str = "rag", history: list[dict] | None = None) -> "AnswerStream":
-        prepared = self.prepare(question, mode, history)
-        return AnswerStream(self, question, mode, prepared, gate=self.gate(prepared) if mode == "rag" else None)
+    def ask_stream(self, question: str, mode: str = "rag", history: list[dict] | None = None,
+                   prepared: Prepared | None = None) -> "AnswerStream":
+        prepared = prepared or self.prepare(question, mode, history)
+        gate = self.gate(prepared) if answer_mode(mode).retrieval else None
+        return AnswerStream(self, question, mode, prepared, gate=gate)
 
     def gate(self, prepared: Prepared) -> str | None:
         """Why the evidence is too weak to ask the model, or None to go ahead: the best passage's
@@ -240,7 +266,7 @@ class AnswerStream:
                         model_answer=text.strip(), gated=self.gated, query=self.query)
         if self.gated or is_abstention(answer.answer):
             answer.kind = "abstained"
-        elif self.mode == "rag" and self.sources:
+        elif answer_mode(self.mode).retrieval and self.sources:
             self.attribute(answer)
         self.answer = answer
 

@@ -28,12 +28,14 @@ SEMANTIC_WEIGHT = 0.5
 SUPPORTED = 0.5  # support at or above this counts as backed by the passage
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•]|\s*\d+[.)] )")
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_WORD = re.compile(r"\d+(?:\.\d+)*|[^\W_]+")
-_STOP = frozenset(
+WORD = re.compile(r"\d+(?:\.\d+)*|[^\W_]+")  # a word or a number; numbers keep their decimal points: 2.4
+# Words any passage contains, left out when a sentence's words are matched against a passage (and by
+# the eval's faithfulness and evidence overlap, eval/metrics.py).
+STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from as into about over under than is are
-    was were be been being am do does did have has had it its this that these those there here which who
-    whom whose what when where why how i you he she we they me him her us them my your his our their not
-    no yes can could will would shall should may might must just also very only s t""".split()
+    was were be been being am do does did doing have has had having it its this that these those there here
+    which who whom whose what when where why how i you he she we they me him her us them my your his our
+    their not no yes can could will would shall should may might must just also very only s t""".split()
 )
 
 
@@ -88,7 +90,7 @@ def _strip(text: str, start: int, end: int) -> Span:
 
 
 def content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(_CITATION.sub(" ", text).lower()) if w not in _STOP}
+    return {w for w in WORD.findall(_CITATION.sub(" ", text).lower()) if w not in STOPWORDS}
 
 
 # Words that carry the question's form, not its subject: their absence from a passage says nothing.

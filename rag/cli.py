@@ -10,15 +10,21 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval.config import EvalConfig
+from rag.answer import ANSWER_MODES
 from rag.cli_args import add_fields, field_values
 from rag.errors import RagError
 from rag.finetune import FinetuneConfig
+from rag.jsonl import read_questions
 from rag.settings import MODES, Settings, load_settings
 
 # The FinetuneConfig fields `rag finetune` sets from flags (the others come from Settings).
 FINETUNE_FLAGS = ("data", "name", "method", "rank", "alpha", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
                   "max_length", "loraplus_ratio", "embedding_lr", "init", "eval_steps", "patience", "check", "seed",
                   "overwrite")
+# The EvalConfig fields `rag eval` sets from flags (settings overrides are the common flags).
+EVAL_FLAGS = ("qa", "beir", "out", "name", "arms", "adapter", "limit", "sample", "bootstrap", "seed", "retrieval_k",
+              "update_docs", "update_qa", "update_steps", "judge_url", "judge_model")
 
 
 class UserError(RagError):
@@ -104,32 +110,13 @@ class _IngestBar:
         self.bar.refresh()
 
 
-def _read_queries(path: str) -> list[str]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read queries: {exc.strerror or exc}") from None
-    questions = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                questions.append(str(json.loads(line)["question"]))
-            except (json.JSONDecodeError, KeyError):
-                raise UserError(f"{path}:{number}: expected a JSON object with a 'question' field") from None
-        else:
-            questions.append(line.strip())
-    return questions
-
-
 def cmd_retrieve(args: argparse.Namespace) -> int:
     from rag.components import make_retriever
 
     settings = _settings(args)
     if args.queries is None and args.question is None:
         raise UserError("give a question or --queries FILE")
-    questions = _read_queries(args.queries) if args.queries else [args.question]
+    questions = read_questions(Path(args.queries)) if args.queries else [args.question]
     retriever = make_retriever(settings)
     for question in questions:
         hits = retriever.search(question, k=settings.k, mode=settings.mode)
@@ -149,7 +136,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise UserError("question is empty")
     history = _read_history(args.history) if args.history else None
-    retriever = make_retriever(settings) if args.mode == "rag" else None
+    mode = ANSWER_MODES[args.mode]
+    if mode.adapter and not args.adapter:
+        raise UserError(f"mode {args.mode} needs --adapter NAME (see rag adapters)")
+    retriever = make_retriever(settings) if mode.retrieval else None
     assistant = make_assistant(settings, make_generator(settings, adapter=args.adapter), retriever)
     if args.stream and not args.json:
         stream = assistant.ask_stream(args.question, args.mode, history)
@@ -266,7 +256,7 @@ def cmd_finetune_data(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     collection = open_collection(settings)
-    exclude = _read_queries(args.exclude) if args.exclude else []
+    exclude = read_questions(Path(args.exclude)) if args.exclude else []
     ask = teacher_ask(args.teacher_url, args.teacher_model or "", settings.api_key) if args.teacher_url else None
     report = build_dataset(
         collection, Path(args.out), mode=args.data_mode, paraphrases=args.paraphrases,
@@ -314,7 +304,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from eval.config import EvalConfig, load_experiment
+    from eval.config import load_experiment
 
     if args.action == "compare":
         from eval.render import compare
@@ -333,12 +323,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError(f"unknown eval action {args.targets[0]!r}: use run, compare, or flags only")
         if not (args.qa or args.beir) or not args.out:
             raise UserError("give --qa FILE (or --beir FOLDER) and --out FOLDER (or: rag eval run EXPERIMENT_FOLDER)")
-        config = EvalConfig(
-            qa=args.qa, out=Path(args.out), beir=args.beir, arms=args.arms, adapter=args.adapter or "", limit=args.limit,
-            sample=args.sample,
-            bootstrap=args.bootstrap, seed=args.seed, update_docs=args.update_docs, update_qa=args.update_qa,
-            update_steps=args.update_steps, judge_url=args.judge_url or "", judge_model=args.judge_model or "",
-        )
+        config = EvalConfig(**field_values(args, EvalConfig, EVAL_FLAGS))
     from eval.harness import run
 
     settings = _settings(args)
@@ -520,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question with cited sources")
     p.add_argument("question")
     with_collection(p)
-    p.add_argument("--mode", choices=("rag", "base"), default="rag", help="rag: retrieve and cite; base: model alone")
+    p.add_argument("--mode", choices=tuple(ANSWER_MODES), default="rag",
+                   help="rag: retrieve and cite; base: the model alone; lora, lora+rag: the same with --adapter")
     p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: auto, the mode rag tune chose, else hybrid)")
     p.add_argument("--k", type=int)
     p.add_argument("--backend", choices=("local", "server"))
@@ -587,27 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=("run", "compare"))
     p.add_argument("targets", nargs="*", help="run: an experiment folder; compare: two report folders")
     with_collection(p)
-    p.add_argument("--qa", help="questions: JSONL with id, question, answer, evidence, source, facts, answerable")
-    p.add_argument("--beir", help="a BEIR folder instead of --qa: queries are the questions, qrels the relevance "
-                                  "(the collection must hold the corpus files of eval.beir.write_corpus_files)")
-    p.add_argument("--out", help="report folder, e.g. reports/NAME")
-    p.add_argument("--arms", default="base,rag,lora,lora+rag")
-    p.add_argument("--adapter", help="registered adapter for the LoRA arms")
+    add_fields(p, EvalConfig, EVAL_FLAGS, optional=True)
     p.add_argument("--backend", choices=("local", "server"))
     p.add_argument("--base-url")
     p.add_argument("--model")
     p.add_argument("--k", type=int)
     p.add_argument("--retrieval", choices=MODES)
     p.add_argument("--max-tokens", type=int)
-    p.add_argument("--limit", type=int, default=0, help="first N questions only")
-    p.add_argument("--sample", type=int, default=0, help="a random sample of N questions (drawn with --seed)")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--update-docs", help="knowledge update: new documents (folder or file)")
-    p.add_argument("--update-qa", help="knowledge update: questions about the new documents")
-    p.add_argument("--update-steps", type=int, default=30, help="knowledge update: LoRA training steps")
-    p.add_argument("--judge-url", help="optional LLM judge: an OpenAI-compatible server (off by default)")
-    p.add_argument("--judge-model")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

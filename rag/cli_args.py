@@ -14,8 +14,10 @@ import typing
 from typing import Any, Iterable
 
 
-def add_fields(parser: argparse.ArgumentParser, cls: type, names: Iterable[str]) -> None:
-    """Add a flag to `parser` for each named field of the dataclass `cls`."""
+def add_fields(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], *, optional: bool = False) -> None:
+    """Add a flag to `parser` for each named field of the dataclass `cls`. `optional`: fields with
+    no default are not required on the command line either (the command checks them itself, e.g.
+    when they may come from a file instead)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for name in names:
@@ -27,8 +29,10 @@ def add_fields(parser: argparse.ArgumentParser, cls: type, names: Iterable[str])
         if kind is bool:
             parser.add_argument(flag, action="store_true", default=default, help=help_text)
             continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        shown = "" if default is None else f" (default: {default})"
+        required = not optional and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if isinstance(default, tuple):  # a list field, given on the command line as "a,b,c"
+            default = ",".join(map(str, default))
+        shown = "" if default in (None, "") else f" (default: {default})"
         parser.add_argument(flag, dest=name, type=kind, default=default, choices=f.metadata.get("choices"),
                             help=help_text + shown, required=required)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.adapters import CARD_FILE, check_name
+from rag.adapters import CARD_FILE, check_name, read_adapter
 from rag.errors import ConfigError, RagError
 from rag.finetune_data import read_dataset
 
@@ -324,12 +324,12 @@ def train(config: FinetuneConfig) -> FinetuneResult:
         "stopped_early": early and steps < _planned_steps(config, len(train_set)),
         "heldout_recall_before": recall_before, "heldout_recall_after": recall_after,
         "heldout_recall_checked": len(check_rows),
-        "vllm_servable": config.method in ("lora", "rslora", "lora-fa", "loraplus") and config.init != "loftq",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     staging = config.adapters_dir / f".{config.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
+    card["vllm_servable"] = read_adapter(staging).vllm_problem is None  # decided in one place: rag/adapters.py
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     plot_losses(history, staging / "loss.png", title=f"{config.name}: {config.method} r={config.rank}")
     if target.exists():

@@ -20,8 +20,12 @@ def test_pipeline_plumbing_with_tiny_model(sample_collection, embedder, tiny_mod
     assert base.sources == [] and base.mode == "base"
     with pytest.raises(ValueError, match="question is empty"):
         assistant.ask("")
-    with pytest.raises(ValueError, match="mode must be one of rag, base; got 'lora'"):
-        assistant.ask("x", mode="lora")
+    with pytest.raises(ValueError, match="mode must be one of base, rag, lora, lora\\+rag; got 'best'"):
+        assistant.ask("x", mode="best")
+    # the adapter modes retrieve exactly as their plain twins do (the generator carries the adapter)
+    assert assistant.prepare("What is tea?", "lora").hits == []
+    assert ([h.chunk_id for h in assistant.prepare("What is tea?", "lora+rag").hits]
+            == [h.chunk_id for h in assistant.prepare("What is tea?", "rag").hits] != [])
 
 
 @pytest.mark.slow

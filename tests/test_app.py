@@ -46,11 +46,11 @@ def test_chat_answers_with_numbered_sources(app):
 
 def test_mode_switch_to_base_has_no_sources_and_lora_needs_an_adapter(app):
     mode = next(r for r in app.sidebar.radio if r.label == "Mode")
-    mode.set_value("Base model").run()
+    mode.set_value("base").run()
     app.chat_input[0].set_value("What is tea?").run()
     [reply] = _assistant_messages(app)
     assert reply.expander == []
-    next(r for r in app.sidebar.radio if r.label == "Mode").set_value("LoRA").run()
+    next(r for r in app.sidebar.radio if r.label == "Mode").set_value("lora").run()
     assert "No LoRA adapter in" in app.sidebar.warning[0].value
     app.chat_input[0].set_value("What is tea?").run()
     assert "choose an adapter for the LoRA modes" in app.error[0].value
@@ -96,7 +96,7 @@ def test_lora_modes_pick_from_the_adapter_registry(app, monkeypatch, sample_coll
                          progress=False))
     monkeypatch.setenv("RAG_ADAPTERS_DIR", str(tmp_path / "adapters"))
     app.run()
-    next(r for r in app.sidebar.radio if r.label == "Mode").set_value("LoRA + RAG").run()
+    next(r for r in app.sidebar.radio if r.label == "Mode").set_value("lora+rag").run()
     picker = next(s for s in app.sidebar.selectbox if s.label == "Adapter")
     assert picker.options == ["ui-demo"]
     app.chat_input[0].set_value("Who designed the Korvik lighthouse?").run()

@@ -61,7 +61,7 @@ def test_bad_input_names_file_and_line(folder, name, line, content, message):
 @pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"])
 def test_missing_file(folder, name):
     (folder / name).unlink()
-    with pytest.raises(ValueError, match=f"{name}: file not found"):
+    with pytest.raises(ValueError, match=f"{name}: cannot read: No such file or directory"):
         load_beir(folder)
 
 

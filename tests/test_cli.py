@@ -74,6 +74,10 @@ def test_collections_lists_counts(home):
         (("retrieve", "tea", "-c", "sample", "--k", "0"), "error: k must be positive, got 0"),
         (("ask", "tea?", "-c", "sample", "--backend", "server", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"),
          "error: cannot reach the model server at http://127.0.0.1:9/v1"),
+        (("ask", "tea?", "-c", "sample", "--mode", "lora+rag"), "error: mode lora+rag needs --adapter NAME"),
+        (("retrieve", "-c", "sample", "--queries", "/nonexistent/q.txt"), "error: /nonexistent/q.txt: cannot read"),
+        (("eval", "--qa", "data/sample/qa.jsonl", "--out", "/tmp/never", "--arms", "rag,best"),
+         "error: arms must be among base, rag, lora, lora+rag; got rag, best"),
     ],
 )
 def test_errors_are_one_line(home, args, message):

@@ -56,7 +56,11 @@ def test_every_method_trains_saves_reloads_and_changes_the_output(method, tiny_m
     base, tuned = logits(tiny_model_dir), logits(tiny_model_dir, result.path)
     assert not torch.allclose(base, tuned)
     generator = LocalGenerator(str(tiny_model_dir), device="cpu", adapter=str(result.path))
-    assert generator.generate(base_messages("Hello?"), max_tokens=4) is not None
+    with torch.inference_mode():  # the generator answers with the adapter applied, not the bare base model
+        served = generator.model(torch.tensor([[1, 2, 3, 4, 5, 6]])).logits
+    assert torch.allclose(served, tuned, atol=1e-5) and not torch.allclose(served, base)
+    assert isinstance(generator.generate(base_messages("Hello?"), max_tokens=4), str)
+    assert card["vllm_servable"] is (method in ("lora", "rslora", "lora-fa", "loraplus"))
 
 
 def test_method_flags_reach_the_saved_adapter(tiny_model_dir, data_dir, tmp_path):

@@ -66,15 +66,23 @@ def test_raft_examples_mix_oracle_and_distractors_in_the_rag_prompt(sample_colle
     train = rows(tmp_path / "train.jsonl")
     with_oracle = [r for r in train if r["oracle"]]
     assert 0.5 < len(with_oracle) / len(train) < 0.9
+    text_of = {c.id: " ".join(c.text.split()) for c in sample_collection.all_chunks()}
+    cited = set()
     for row in train:
         system, user, assistant = row["messages"]
         assert system["content"] == RAG_SYSTEM and user["content"].count("(source: ") == len(row["chunk_ids"])
+        answer = " ".join(row["answer"].split())
         if row["oracle"]:
             n = int(assistant["content"].rsplit("[", 1)[1].rstrip("]"))
-            assert row["chunk_ids"][n - 1] is not None and len(row["chunk_ids"]) == 3
-            assert " ".join(row["answer"].split()) in " ".join(user["content"].split())
+            assert len(row["chunk_ids"]) == 3 and assistant["content"] == f"{row['answer']} [{n}]"
+            # the cited number is the passage the answer was taken from, not a distractor
+            assert answer in text_of[row["chunk_ids"][n - 1]]
+            assert all(answer not in text_of[c] for i, c in enumerate(row["chunk_ids"]) if i != n - 1)
+            cited.add(n)
         else:
             assert len(row["chunk_ids"]) == 2 and assistant["content"] == row["answer"]
+            assert all(answer not in text_of[c] for c in row["chunk_ids"])
+    assert cited == {1, 2, 3}  # the oracle's place varies, so citing "[1]" always would be wrong
 
 
 def test_cpt_rows_are_chunk_texts(sample_collection, tmp_path):
