@@ -8,16 +8,19 @@ A page's headings are (offset in the page text, level, title) triples, found by 
 - plain text: numbered heading lines ("5.12 Where is the backup tool?", "Chapter 3 Software"),
   lines underlined with === or ---.
 `HeadingPath` keeps the path ("Admin Guide > 5 Software > 5.12 Backups") as the pages are read.
-It does not chunk or embed.
+It does not chunk or embed. Finding a page's headings takes time linear in its length.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
 SEPARATOR = " > "
-_ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+# The title's closing run of spaces and #s is stripped in Python (`_atx_title`): a lazy title followed
+# by `[ \t#]*$` backtracks over that run once per character, quadratic in a long line of #s.
+_ATX = re.compile(r"^(#{1,6})[ \t]+([^\n]+)$", re.M)
 _SETEXT = re.compile(r"^(?P<title>[^\n]{2,120})\n(?P<rule>=+|-+)[ \t]*$", re.M)
 # "5 Software", "5.12 Where is the backup tool?", "Chapter 3: Installing" - short, capitalised, not a
 # sentence (no final period), at most 12 words.
@@ -25,6 +28,13 @@ _NUMBERED = re.compile(
     r"^(?P<title>(?:(?:chapter|section|part|appendix)\s+[0-9A-Z]+[.:]?|\d{1,2}(?:\.\d{1,3}){0,4}\.?)"
     r"[ \t]+[A-Z\"'(][^\n]{0,100}?)[ \t]*$", re.M | re.I)
 _CODE_FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
+# A longer title (all of a long line after "#", a huge <h1>) is cut: a chunk's heading path keeps
+# at most HEADING_MAX_TOKENS (rag/chunking.py) of it, and each section's path is tokenized.
+MAX_TITLE_CHARS = 500
+# locate(): a title missing from the text costs a scan of the rest of it. After this many misses,
+# titles are looked for only within LOCATE_WINDOW times the mean spacing of the page's titles.
+LOCATE_FULL_MISSES = 8
+LOCATE_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -35,16 +45,25 @@ class Heading:
 
 
 def markdown_headings(text: str) -> list[Heading]:
-    fenced = [(m.start(), m.end()) for m in _CODE_FENCE.finditer(text)]
+    fenced = [(m.start(), m.end()) for m in _CODE_FENCE.finditer(text)]  # in order, apart
+    fence_starts = [start for start, _ in fenced]
 
     def in_code(at: int) -> bool:
-        return any(start <= at < end for start, end in fenced)
+        i = bisect.bisect_right(fence_starts, at) - 1
+        return i >= 0 and at < fenced[i][1]
 
-    found = [Heading(m.start(), len(m[1]), _clean(m[2])) for m in _ATX.finditer(text) if not in_code(m.start())]
+    found = [Heading(m.start(), len(m[1]), _clean(_atx_title(m[2])))
+             for m in _ATX.finditer(text) if not in_code(m.start())]
     found += [Heading(m.start(), 1 if m["rule"][0] == "=" else 2, _clean(m["title"]))
               for m in _SETEXT.finditer(text) if not in_code(m.start()) and not m["title"].lstrip().startswith("#")
               and len(m["rule"]) >= 3]
     return sorted(found, key=lambda h: h.offset)
+
+
+def _atx_title(rest: str) -> str:
+    """An ATX heading line after its #s and spaces, less its closing spaces and #s (at least one
+    character stays, as a lazy `.+?` would keep)."""
+    return rest[:max(1, len(rest.rstrip(" \t#")))]
 
 
 def text_headings(text: str) -> list[Heading]:
@@ -64,14 +83,23 @@ def text_headings(text: str) -> list[Heading]:
 
 def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:
     """(level, title) pairs in reading order, found in `text` one after the other (whitespace-
-    insensitively); a title that cannot be found is placed where the previous one was."""
-    found, cursor = [], 0
+    insensitively); a title that cannot be found is placed where the previous one was.
+
+    Each found title moves the cursor on, but a missing one is searched for to the end of the
+    text: after LOCATE_FULL_MISSES misses, the search stops LOCATE_WINDOW mean title spacings
+    past the cursor, so that a page of titles its text lacks is not quadratic in its length."""
+    found, cursor, misses = [], 0, 0
+    window = LOCATE_WINDOW * len(text) // max(1, len(titles))
     for level, title in titles:
-        words = title.split()
+        words = title[:4 * MAX_TITLE_CHARS].split()
         if not words:
             continue
         pattern = re.compile(r"\s+".join(re.escape(w) for w in words), re.I)
-        match = pattern.search(text, cursor)
+        end = len(text)
+        if misses >= LOCATE_FULL_MISSES:
+            end = min(end, cursor + len(title) + window)
+        match = pattern.search(text, cursor, end)
+        misses += match is None
         at = match.start() if match else cursor
         found.append(Heading(at, level, _clean(title)))
         cursor = match.end() if match else cursor
@@ -79,7 +107,8 @@ def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:
 
 
 def _clean(title: str) -> str:
-    return " ".join(title.replace("*", "").replace("`", "").split()).strip()
+    # cut before the whitespace is collapsed: split() of a 50 MB "title" is a list of all its words
+    return " ".join(title[:4 * MAX_TITLE_CHARS].replace("*", "").replace("`", "").split())[:MAX_TITLE_CHARS].strip()
 
 
 class HeadingPath:

@@ -162,11 +162,13 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def load(path: Path) -> Document:
-    """Read one supported file into pages of text; raise LoadError naming the file on failure."""
+def load(path: Path, max_file_mb: float | None = None) -> Document:
+    """Read one supported file into pages of text; raise LoadError naming the file on failure,
+    also when it is larger than `max_file_mb` (checked before it is read; None: no limit)."""
     suffix = path.suffix.lower()
     try:
         with open_regular(path) as fh:
+            check_size(path, os.fstat(fh.fileno()).st_size, max_file_mb)
             data = fh.read()
     except OSError as exc:
         raise LoadError(path, f"cannot read: {exc.strerror or exc}") from None
@@ -193,6 +195,15 @@ def load(path: Path) -> Document:
     if not any(p.text.strip() for p in doc.pages):
         raise LoadError(path, "no text found in file")
     return doc
+
+
+def check_size(path: Path, size: int, max_file_mb: float | None) -> None:
+    """Refuse a file of `size` bytes over the `max_file_mb` setting, saying how to raise it."""
+    if max_file_mb is not None and size > max_file_mb * 2**20:
+        mb = size / 2**20
+        shown_mb = f"{mb:.1f}" if mb >= 1 else f"{mb:.2g}"
+        raise LoadError(path, f"{shown_mb} MB is over max_file_mb ({max_file_mb:g}); "
+                              "raise it in rag.toml or RAG_MAX_FILE_MB")
 
 
 def _merge(first: list[Heading], second: list[Heading]) -> list[Heading]:
@@ -240,8 +251,7 @@ def repair_mojibake(text: str) -> tuple[str, list[str]]:
         notes.append("mojibake repaired by ftfy")
     fixed = unicodedata.normalize("NFC", fixed)
     thai = sum(len(m) for m in _THAI_RUN.findall(fixed))
-    letters = sum(ch.isalpha() for ch in fixed) or 1
-    if thai and thai / letters < 0.3:  # a real Thai document is left alone
+    if thai and thai / (sum(ch.isalpha() for ch in fixed) or 1) < 0.3:  # a real Thai document is left alone
         runs = 0
 
         def recover(match: re.Match[str]) -> str:
