@@ -13,6 +13,7 @@ It does not build prompts or retrieve.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -37,6 +38,9 @@ MARKER_SHAPES = re.compile(r"<[^\s<>\u2060]{1,40}>|\[/?[A-Z][A-Z_]+\]")
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_FIRST_TOKEN_TIMEOUT = 30.0
 RETRY_STATUSES = (408, 409, 429)  # and every 5xx: the openai client's own choice
+# The most alternatives per token that OpenAI's API (and vLLM's default max_logprobs) gives.
+TOP_LOGPROBS = 20
+YES_NO = ("yes", "no")  # the words `yes_probability` weighs, in any case, with or without a leading space
 
 
 class GenerationError(RagError):
@@ -50,6 +54,11 @@ class Generator(Protocol):
 
     def stream(self, messages: list[Message], *, max_tokens: int = 200, temperature: float = 0.0) -> Iterator[str]:
         """Yields text pieces whose concatenation equals `generate`'s answer."""
+        ...
+
+    def yes_probability(self, conversations: list[list[Message]]) -> list[float]:
+        """Per conversation, the model's p(yes) / (p(yes) + p(no)) for the first token of its reply
+        (the LLM reranker's score, rag/rerank.py); untrusted content is guarded as in `generate`."""
         ...
 
 
@@ -214,6 +223,30 @@ class OpenAIGenerator:
     def stream(self, messages: list[Message], *, max_tokens: int = 200, temperature: float = 0.0) -> Iterator[str]:
         return self._pieces(messages, max_tokens=max_tokens, temperature=temperature)
 
+    def yes_probability(self, conversations: list[list[Message]], *, concurrency: int = 8) -> list[float]:
+        """From the first reply token's `top_logprobs` (a chat completion with max_tokens=1, logprobs
+        on), asked `concurrency` at a time so that the server batches them. Only the top 20
+        alternatives are known: a word not among them counts as probability 0, and when neither
+        word is there the answer is 0.5 (no opinion). The request is not streamed: one token comes
+        within the first-token timeout or not at all."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not conversations:
+            return []
+        with self._errors():
+            _ = (self.name, self.control_tokens)  # resolved once here, not raced for by the threads below
+        with ThreadPoolExecutor(min(concurrency, len(conversations))) as pool:
+            return list(pool.map(self._yes_probability, conversations))
+
+    def _yes_probability(self, messages: list[Message]) -> float:
+        deadline = time.monotonic() + self.timeout
+        body = {"model": self.name, "messages": self.control_tokens.neutralise_messages(messages), "max_tokens": 1,
+                "temperature": 0.0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        with self._errors():
+            reply = self._call(lambda: self.client.chat.completions.with_raw_response.create(**body), deadline)
+            data = _json_body(reply.http_response, self.base_url)
+        return _yes_share(data, self.base_url)
+
     def _pieces(self, messages: list[Message], **params: Any) -> Iterator[str]:
         """The answer's text pieces; any reply that is not a complete chat completion raises."""
         deadline = time.monotonic() + self.timeout
@@ -349,6 +382,19 @@ def _completion_text(data: Any, url: str) -> str:
     return text or ""
 
 
+def _yes_share(data: Any, url: str) -> float:
+    """p(yes) / (p(yes) + p(no)) from a chat completion's first-token `top_logprobs`."""
+    try:
+        top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        pairs = [(str(entry["token"]).strip().lower(), float(entry["logprob"])) for entry in top]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise GenerationError(f"the model server at {url} sent no top_logprobs for the first token of the reply "
+                              f"(the LLM reranker needs a server that returns logprobs, as vLLM does): "
+                              f"{_snippet(data)}") from None
+    yes, no = (sum(math.exp(logprob) for token, logprob in pairs if token == word) for word in YES_NO)
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
 def _chunk_text(chunk: Any, url: str) -> tuple[str, bool]:
     """(text piece, whether the answer is finished) of one streamed chunk, which the openai client
     builds without validating: a chunk of another shape is the server's error."""
@@ -398,6 +444,7 @@ class LocalGenerator:
         self.name = model_path if not adapter else f"{model_path}+{adapter}"
         self.control_tokens = ControlTokens.from_tokenizer(self.tokenizer, model_path)
         self._lock = threading.Lock()  # one generation at a time per loaded model
+        self._yes_no: tuple[list[int], list[int]] | None = None  # token ids, found on first use
 
     def encode(self, messages: list[Message]) -> Any:
         """The model's input (input_ids, attention_mask): the chat template over the messages, with
@@ -422,6 +469,50 @@ class LocalGenerator:
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature))
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def yes_probability(self, conversations: list[list[Message]], *, batch_size: int = 8) -> list[float]:
+        """From the next-token distribution after each conversation's assistant prompt: one forward
+        pass per batch of similar lengths, left-padded, computing the logits of the last position only."""
+        import torch
+
+        rows = [self.encode(c)["input_ids"][0] for c in conversations]  # (length,) each
+        yes, no = self._yes_no_ids()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # little padding within a batch
+        scores = [0.0] * len(rows)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(rows[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(ids)
+            for row, i in enumerate(batch):
+                ids[row, width - len(rows[i]):] = rows[i]
+                mask[row, width - len(rows[i]):] = 1
+            # Positions counted from each row's first real token, as if it were alone (rotary
+            # positions are shift-invariant anyway; learned absolute ones are not).
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with self._lock, torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    logits_to_keep=1).logits[:, -1].float()  # (batch, vocab)
+            logp = torch.log_softmax(logits, dim=-1)
+            log_odds = torch.logsumexp(logp[:, yes], dim=-1) - torch.logsumexp(logp[:, no], dim=-1)
+            for row, i in enumerate(batch):
+                scores[i] = float(torch.sigmoid(log_odds[row]))
+        return scores
+
+    def _yes_no_ids(self) -> tuple[list[int], list[int]]:
+        """The single-token spellings of "yes" and "no" (yes, Yes, YES, " yes", ...) in this vocabulary."""
+        if self._yes_no is None:
+            found = []
+            for word in YES_NO:
+                spellings = {prefix + form for prefix in ("", " ") for form in (word, word.capitalize(), word.upper())}
+                ids = {tuple(self.tokenizer.encode(s, add_special_tokens=False)) for s in spellings}
+                found.append(sorted(i[0] for i in ids if len(i) == 1))
+            if not all(found):
+                raise GenerationError(f"the tokenizer of {self.name} has no single token for 'yes' or 'no'; "
+                                      "it cannot be used as an LLM reranker")
+            self._yes_no = (found[0], found[1])
+        return self._yes_no
 
     def stream(self, messages: list[Message], *, max_tokens: int = 200, temperature: float = 0.0) -> Iterator[str]:
         import torch
