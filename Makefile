@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 PORT ?= 8501
 
-.PHONY: install dev browser vllm serve run ask-sample ingest-sample eval-sample eval-faq bench test test-fast sample-data clean
+.PHONY: install dev browser vllm serve run ask-sample ingest-sample eval-sample eval-faq bench bench-all test test-fast sample-data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import rag.cli, torch, faiss, sentence_transformers"
 	touch $@
 
+# The tests run the Ray engine on a local Ray too, so dev brings the ray extra.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -e '.[dev]'
-	$(PY) -c "import pytest, fpdf"
+	$(PIP) install -e '.[dev,ray]'
+	$(PY) -c "import pytest, fpdf, ray.data, pyarrow"
 	touch $@
 
 install: $(VENV)/.installed
@@ -81,10 +82,22 @@ eval-faq: install
 		--name python-faq-lora --max-steps 100 --batch-size 8 --lr 1e-3
 	$(VENV)/bin/rag eval run eval/experiments/python-faq
 
-# Benchmarks (not tests): serving overhead, retrieval on the Python FAQ (BEIR); results in bench/results/, summary in docs/BENCHMARKS.md.
-bench: install vllm
+# Benchmarks (not tests; about an hour here): serving, FAQ retrieval, embedding precision, ingest stages,
+# indexes, BM25 and PDF text. Results in bench/results/, summary in docs/BENCHMARKS.md.
+bench: dev vllm
 	$(PY) bench/serve.py
+	$(PY) bench/stages.py
 	$(PY) bench/beir_faq.py
+	$(PY) bench/embedding.py
+	$(PY) bench/ingest_stages.py
+	$(PY) bench/index.py
+	$(PY) bench/bm25.py
+	$(PY) bench/pdf_text.py
+
+# Every benchmark behind docs/BENCHMARKS.md (a few hours on 2 CPU cores): the above, then retrieval
+# quality, trust, reranking, Ray and pathological inputs.
+bench-all: bench
+	for b in headings tune loops trust conversation rerank ray_ingest large_inputs; do $(PY) bench/$$b.py || exit 1; done
 
 # The real-vLLM tests need `make vllm`; RAG_SKIP_VLLM=1 skips them (and the install) explicitly.
 test: dev browser

@@ -14,10 +14,18 @@ import streamlit as st
 from ingest.pipeline import ingest
 from ingest.uploads import save_uploads
 from rag.adapters import list_adapters
-from rag.answer import ANSWER_MODES
-from rag.components import make_assistant, make_chunker, make_embedder, make_generator, open_collection
+from rag.components import (
+    embedding_dtype,
+    make_assistant,
+    make_chunker,
+    make_embedder,
+    make_generator,
+    make_retriever,
+    open_collection,
+)
 from rag.errors import ConfigError, RagError
 from rag.generator import check_server
+from rag.modes import ANSWER_MODES
 from rag.retriever import Retriever
 from rag.settings import MODES, Settings, load_settings
 from rag.store import DB_NAME, list_collections
@@ -29,8 +37,8 @@ st.set_page_config(page_title="ragvsft chat", page_icon="📚", layout="wide")
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
-def embedder_for(model: str, device: str):
-    return make_embedder(Settings(embedding_model=model, device=device))
+def embedder_for(model: str, device: str, dtype: str):
+    return make_embedder(Settings(embedding_model=model, device=device, embedding_dtype=dtype))
 
 
 @st.cache_resource(show_spinner="Loading the language model… (the first start converts it, ~20 s)")
@@ -42,8 +50,8 @@ def generator_for(settings: Settings, adapter: str | None):
 def retriever_for(settings: Settings) -> Retriever:
     # Kept across messages: the FAISS index and the BM25 index are built once, and the retriever
     # reloads by itself when an ingest commits a new generation.
-    embedder = embedder_for(settings.embedding_model, settings.device)
-    return Retriever(open_collection(settings, embedder), embedder)
+    embedder = embedder_for(settings.embedding_model, settings.device, embedding_dtype(settings))
+    return make_retriever(settings, embedder)  # with the settings' reranker
 
 
 base = load_settings(environ=os.environ)
@@ -86,7 +94,7 @@ with st.sidebar:
         st.session_state.messages = []
 
 settings = base.replace(collection=collection, backend=backend, base_url=base_url, k=k, mode=retrieval)
-embedder = embedder_for(settings.embedding_model, settings.device)
+embedder = embedder_for(settings.embedding_model, settings.device, embedding_dtype(settings))
 
 with st.sidebar.expander("Add documents", expanded=not collections):
     uploads = st.file_uploader("PDF, text, Markdown or HTML", type=["pdf", "txt", "md", "html", "htm"],

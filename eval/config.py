@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.answer import ANSWER_MODES
 from rag.errors import ConfigError
+from rag.modes import ANSWER_MODES
 
 # The arms are the answer modes; what each one uses is defined once, in rag.answer.ANSWER_MODES.
 ARMS = tuple(ANSWER_MODES)

@@ -19,9 +19,9 @@ from pathlib import Path
 from eval.config import EvalConfig
 from eval.results import KnowledgeUpdate, UpdateArm
 from eval.runner import read_qa
-from rag.answer import ANSWER_MODES
 from rag.errors import ConfigError
 from rag.generator import Generator
+from rag.modes import ANSWER_MODES
 from rag.settings import Settings
 
 
@@ -112,10 +112,9 @@ def _ask(settings: Settings, generator: Generator, collection, embedder, arm: st
          seconds: float | None) -> UpdateArm:
     """The arm's fact recall on the questions about the new documents."""
     from eval.metrics import fact_recall
-    from rag.components import make_assistant
-    from rag.retriever import Retriever
+    from rag.components import make_assistant, make_retriever
 
-    retriever = Retriever(collection, embedder) if collection is not None else None
+    retriever = make_retriever(settings, embedder, collection) if collection is not None else None
     assistant = make_assistant(settings, generator, retriever)
     recalls = [fact_recall(assistant.ask(row["question"], arm).answer, row.get("facts") or [])
                for row in questions]

@@ -53,9 +53,8 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
     """Answer, score and report; returns the results also written to `<out>/results.json`."""
     from eval.report import write_report
     from rag.adapters import resolve_adapter
-    from rag.components import make_chunker, make_embedder, open_collection
+    from rag.components import make_chunker, make_embedder, make_retriever, open_collection
     from rag.models import resolve_model
-    from rag.retriever import Retriever
 
     settings = settings.replace(**config.settings) if config.settings else settings
     qrels = None
@@ -69,13 +68,14 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
         collection = None
         if any(arm in RAG_ARMS for arm in config.arms):
             collection = stack.enter_context(closing(open_collection(settings, embedder)))
-        retriever = Retriever(collection, embedder) if collection else None
         adapter = resolve_adapter(config.adapter, settings.adapters_dir) if config.adapter else None
         lora = adapter if any(arm in LORA_ARMS for arm in config.arms) else None
         # the embedded SmolLM2's folder, or settings.model as given: also the tokenizer for a server's model
         model_path = resolve_model(settings.model, settings.cache_dir)
         log(f"{len(questions)} questions x {len(config.arms)} arms ({', '.join(config.arms)}), backend {settings.backend}")
         base, tuned = _generators(settings, str(lora.path) if lora else None, lora.name if lora else None)
+        # the retriever of every RAG arm, behind the settings' reranker (an LLM reranker asks the base model)
+        retriever = make_retriever(settings, embedder, collection, generator=base) if collection else None
         identity = {"backend": settings.backend, "model": settings.model, "model_path": model_path,
                     "embedding_model": settings.embedding_model}
         arms = Arms(retriever, Model(base, generator_identity(**identity)),

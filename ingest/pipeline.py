@@ -9,22 +9,32 @@ chunks: its old text must not be served as if it were current.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
+import queue
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rag.chunking import Chunker
+from rag.chunking import Chunk, Chunker
 from rag.embedding import Embedder
-from rag.loading import LoadError, discover, load, open_regular, shown
+from rag.loading import Document, LoadError, discover, load, open_regular, shown
 from rag.settings import Settings
 from rag.store import Collection, Writer
 
-COMMIT_EVERY = 32  # files per commit: a crash loses at most this much work, never stored data
-EMBED_STEP = 256  # chunks embedded between progress reports, so a huge file shows movement
+# A commit (index file, BM25 folder, fsyncs) costs about as much as embedding a few files, so it comes
+# once COMMIT_EVERY files are staged and COMMIT_SECONDS have passed since the last one: a crash loses
+# at most about that much work, never stored data.
+COMMIT_EVERY = 32
+COMMIT_SECONDS = 10.0
+EMBED_STEP = 256  # chunks per embedding call, across files; progress is reported after each
+READ_AHEAD = 16  # files the reader thread hashes and parses ahead of the embedding
 
 
 @dataclass
@@ -107,79 +117,278 @@ def ingest(
 ) -> IngestReport:
     """Ingest files, folders and globs into `collection`; returns what happened, file by file counted.
     `settings` gives the index type and its exact threshold (defaults when None); `wait`: seconds to
-    queue behind another writer of the collection (0: fail at once)."""
+    queue behind another writer of the collection (0: fail at once).
+
+    The stages overlap: a reader thread hashes, parses and chunks up to READ_AHEAD files ahead while
+    this thread embeds, and chunks are embedded EMBED_STEP at a time across files, so many small
+    files still make full batches (sentence-transformers sorts each batch by length)."""
     settings = settings or Settings()
     start = time.perf_counter()
-    report = IngestReport(collection.name)
+    report, files = start_report(collection.name, paths)
+    notify = progress or (lambda event: None)
+    with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
+        known = collection.file_hashes()
+        batch = _Batch(embedder, writer, report, known)
+        committed = time.monotonic()
+        notify(Progress(0, len(files), 0))
+        for done, item in enumerate(read_ahead(files, known, chunker, settings.max_file_mb), start=1):
+            key = str(item.path)
+            if settle(item.path, item.hashed, known, writer, report) is not None:
+                if isinstance(item.parsed, LoadError):
+                    record_failure(report, writer, key, known, str(item.parsed))
+                else:
+                    batch.add(key, item.hashed, *item.parsed)
+                    while batch.full():
+                        batch.embed()
+                        notify(batch.progress(done - 1, len(files)))
+            if writer.pending >= COMMIT_EVERY and time.monotonic() - committed >= COMMIT_SECONDS:
+                commit(writer, report)  # the writer holds whole files only
+                committed = time.monotonic()
+        while batch.waiting:
+            batch.embed()
+            notify(batch.progress(len(files), len(files)))
+        notify(Progress(len(files), len(files), batch.embedded))
+        if prune:
+            prune_missing(writer, known, report)
+        commit(writer, report)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+@dataclass
+class ReadAhead:
+    """One file as the reader thread left it: its hash (or why it could not be read), and when it is
+    new or changed, its document and chunks (or why it could not be parsed)."""
+
+    path: Path
+    hashed: tuple[str, int] | Exception
+    parsed: tuple[Document, list[Chunk]] | LoadError | None = None
+
+
+def read_ahead(files: list[Path], known: dict[str, str], chunker: Chunker, max_file_mb: float | None = None,
+               depth: int = READ_AHEAD) -> Iterator[ReadAhead]:
+    """`files` hashed, and parsed where new or changed, in a thread that stays at most `depth` files
+    ahead of the consumer; in order. A bug in the thread is raised here; stopping early stops it."""
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    # The thread's own copy: a fast tokenizer keeps its padding and truncation state between calls,
+    # so chunking (token counts) beside the embedder's padded batches on one tokenizer breaks both.
+    chunker = copy.deepcopy(chunker)
+
+    def put(value) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            _yield_to_embedding()
+            for path in files:
+                try:
+                    hashed: tuple[str, int] | Exception = sha256_file(path)
+                except (LoadError, OSError) as exc:
+                    hashed = exc
+                item = ReadAhead(path, hashed)
+                if not isinstance(hashed, Exception) and known.get(str(path)) != hashed[0]:
+                    try:
+                        item.parsed = parse_file(path, chunker, max_file_mb)
+                    except LoadError as exc:
+                        item.parsed = exc
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # a bug: handed to the consumer, which raises it with its traceback
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=work, name="ingest-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := results.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+_DONE = object()
+
+
+def _yield_to_embedding() -> None:
+    """Lower this thread's scheduling priority (Linux: per thread), so parsing takes the CPU the
+    embedding's threads leave idle rather than stalling them on a machine with few cores."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: parse at the same priority
+        pass
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
+class _Batch:
+    """Chunks of one or more files waiting to be embedded; a file is staged in the writer once all
+    its chunks have their vectors."""
+
+    def __init__(self, embedder: Embedder, writer: Writer, report: IngestReport, known: dict[str, str]):
+        self.embedder, self.writer, self.report, self.known = embedder, writer, report, known
+        self.files: deque[_Pending] = deque()  # in file order; the first may be part-embedded
+        self.waiting = 0  # chunks not yet embedded
+        self.embedded = 0  # chunks embedded in this run
+        self.last: _Pending | None = None
+
+    def add(self, key: str, hashed: tuple[str, int], doc: Document, chunks: list[Chunk]) -> None:
+        self.files.append(_Pending(key, hashed, doc, chunks))
+        self.waiting += len(chunks)
+
+    def full(self) -> bool:
+        return self.waiting >= EMBED_STEP
+
+    def embed(self) -> None:
+        """Embed the next EMBED_STEP waiting chunks (fewer at the end), across files; stage every
+        file that is then complete."""
+        take, texts = [], []
+        for pending in self.files:
+            want = min(EMBED_STEP - len(texts), len(pending.chunks) - pending.embedded)
+            if want <= 0:
+                continue
+            texts += [c.indexed for c in pending.chunks[pending.embedded:pending.embedded + want]]
+            take.append((pending, want))
+            if len(texts) == EMBED_STEP:
+                break
+        vectors = self.embedder.embed(texts)
+        at = 0
+        for pending, want in take:
+            pending.vectors.append(vectors[at:at + want])
+            pending.embedded += want
+            at += want
+            self.last = pending
+        self.waiting -= len(texts)
+        self.embedded += len(texts)
+        while self.files and self.files[0].embedded == len(self.files[0].chunks):
+            done = self.files.popleft()
+            self.writer.replace_file(done.key, *done.hashed, done.chunks, np.concatenate(done.vectors))
+            record_landed(self.report, done.key, self.known, done.doc.warnings)
+
+    def progress(self, files_done: int, files_total: int) -> Progress:
+        last = self.last
+        if last is None:
+            return Progress(files_done, files_total, self.embedded)
+        return Progress(files_done, files_total, self.embedded, Path(last.key), last.embedded, len(last.chunks))
+
+
+@dataclass
+class _Pending:
+    key: str
+    hashed: tuple[str, int]
+    doc: Document
+    chunks: list[Chunk]
+    embedded: int = 0
+    vectors: list[np.ndarray] = field(default_factory=list)
+
+
+# ---- the steps every engine shares (ingest/ray_engine.py runs the same ones on a cluster) ----------
+
+
+def start_report(name: str, paths: Iterable[str | Path]) -> tuple[IngestReport, list[Path]]:
+    """The report of an ingest into collection `name`, with what discovery found wrong or passed
+    over, and the supported files to look at."""
+    report = IngestReport(name)
     found = discover(paths)
     report.errors += [str(e) for e in found.errors]
     report.failed += len(found.errors)
     report.skipped = found.skipped_counts()
     report.skipped_files = [f"{shown(path)}: {reason}" for path, reason in found.skipped]
-    files = found.files
-    notify = progress or (lambda event: None)
-    embedded = 0
-    with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
-        known = collection.file_hashes()
-        for done, path in enumerate(files):
-            notify(Progress(done, len(files), embedded))
-            key = str(path)
-            try:
-                sha, size = sha256_file(path)
-            except LoadError as exc:  # no longer a regular file
-                report.failed += 1
-                report.errors.append(str(exc) + _drop_old(writer, key, known))
-                continue
-            except OSError as exc:
-                report.failed += 1
-                report.errors.append(f"{shown(path)}: cannot read: {exc.strerror or exc}")
-                continue
-            if known.get(key) == sha:
-                report.unchanged += 1
-                continue
-            try:
-                doc = load(path)
-                chunks = chunker.split(doc, key)
-                if not chunks:
-                    raise LoadError(path, "no text left after chunking")
-                vectors = []
-                for at in range(0, len(chunks), EMBED_STEP):
-                    vectors.append(embedder.embed([c.indexed for c in chunks[at:at + EMBED_STEP]]))
-                    embedded += len(vectors[-1])
-                    notify(Progress(done, len(files), embedded, path, min(at + EMBED_STEP, len(chunks)), len(chunks)))
-            except LoadError as exc:
-                report.failed += 1
-                report.errors.append(str(exc) + _drop_old(writer, key, known))
-                continue
-            report.warnings += [f"{shown(path)}: {w}" for w in doc.warnings]
-            writer.replace_file(key, sha, size, chunks, np.concatenate(vectors))
-            if key in known:
-                report.changed += 1
-            else:
-                report.new += 1
-            if writer.pending >= COMMIT_EVERY:
-                _commit(writer, report)
-        notify(Progress(len(files), len(files), embedded))
-        if prune:
-            for key in known:
-                if not Path(key).exists():
-                    writer.remove_file(key)
-                    report.pruned += 1
-        _commit(writer, report)
-    report.seconds = time.perf_counter() - start
-    return report
+    return report, found.files
 
 
-def _drop_old(writer: Writer, key: str, known: dict[str, str]) -> str:
-    """A stored file that changed and broke: its old text is no longer what the file says, so it
-    must not be served as current. Returns the note for its error line."""
-    if key not in known:
-        return ""
-    writer.remove_file(key)
-    return "; its previous chunks were removed"
+def check_file(path: Path, known: dict[str, str], writer: Writer, report: IngestReport) -> tuple[str, int] | None:
+    """Hash `path` and decide (`settle`)."""
+    try:
+        hashed: tuple[str, int] | Exception = sha256_file(path)
+    except (LoadError, OSError) as exc:
+        hashed = exc
+    return settle(path, hashed, known, writer, report)
 
 
-def _commit(writer: Writer, report: IngestReport) -> None:
+def settle(path: Path, hashed: tuple[str, int] | Exception, known: dict[str, str], writer: Writer,
+           report: IngestReport) -> tuple[str, int] | None:
+    """(sha256, size) when `path` is new or changed and must be parsed; None when it is unchanged or
+    could not be read (`hashed` is then the error), which is counted in `report` (and a stored file
+    that can no longer be read loses its old chunks)."""
+    key = str(path)
+    if isinstance(hashed, LoadError):  # no longer a regular file
+        record_failure(report, writer, key, known, str(hashed))
+        return None
+    if isinstance(hashed, OSError):
+        report.failed += 1
+        report.errors.append(f"{shown(path)}: cannot read: {hashed.strerror or hashed}")
+        return None
+    if isinstance(hashed, Exception):
+        raise hashed
+    if known.get(key) == hashed[0]:
+        report.unchanged += 1
+        return None
+    return hashed
+
+
+def parse_file(path: Path, chunker: Chunker, max_file_mb: float | None = None) -> tuple[Document, list[Chunk]]:
+    """Read, parse and chunk one file; raises LoadError (one line) when it holds no usable text or
+    is over `max_file_mb` (None: no limit)."""
+    doc = load(path, max_file_mb)
+    chunks = chunker.split(doc, str(path))
+    if not chunks:
+        raise LoadError(path, "no text left after chunking")
+    return doc, chunks
+
+
+def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[str, str], error: str) -> None:
+    """Count a file that failed, with its one error line. A stored file that changed and broke: its
+    old text is no longer what the file says, so it must not be served as current."""
+    report.failed += 1
+    if key in known:
+        writer.remove_file(key)
+        error += "; its previous chunks were removed"
+    report.errors.append(error)
+
+
+def record_landed(report: IngestReport, key: str, known: dict[str, str], warnings: list[str]) -> None:
+    """Count a file whose chunks were staged in the writer."""
+    report.warnings += [f"{shown(key)}: {w}" for w in warnings]
+    if key in known:
+        report.changed += 1
+    else:
+        report.new += 1
+
+
+def prune_missing(writer: Writer, known: dict[str, str], report: IngestReport) -> None:
+    """Stage the removal of every stored file that no longer exists."""
+    for key in known:
+        if not Path(key).exists():
+            writer.remove_file(key)
+            report.pruned += 1
+
+
+def commit(writer: Writer, report: IngestReport) -> None:
     added, removed = writer.commit()
     report.chunks_added += added
     report.chunks_removed += removed
+
+
+def reembed(collection: Collection, embedder: Embedder, settings: Settings | None = None, *,
+            wait: float = 0.0) -> dict:
+    """Every stored chunk embedded again by `embedder` (e.g. in another precision), in one new
+    generation that also records the embedder's precision; files are not read again."""
+    settings = settings or Settings()
+    start = time.perf_counter()
+    with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
+        chunks = writer.reembed(embedder.embed, {"embedding_dtype": embedder.dtype}, batch=EMBED_STEP)
+    return {"collection": collection.name, "chunks": chunks, "embedding_dtype": embedder.dtype,
+            "seconds": round(time.perf_counter() - start, 3)}

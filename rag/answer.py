@@ -3,7 +3,8 @@
 Answer modes (ANSWER_MODES): "base" (the model alone), "rag" (retrieved context, cited answer),
 "lora" and "lora+rag" (the same with the LoRA adapter, which the caller's generator carries). Earlier
 turns of a conversation go to the model within its context window, and a follow-up is retrieved
-with as a standalone question (rag/conversation.py). In RAG mode the model is wrapped in what a small model cannot be trusted to do by itself:
+with as a standalone question (rag/conversation.py). In the retrieval modes the model is wrapped in
+what a small model cannot be trusted to do by itself:
 - a confidence gate before generation: when the best passage's cosine to the question is below
   the collection's calibrated threshold, the answer is the no-answer sentence and the passages are
   shown as related, without calling the model;
@@ -26,26 +27,10 @@ from rag.conversation import fit_history, keyword_rewrite, model_rewrite
 from rag.errors import ConfigError
 from rag.generator import Generator
 from rag.loops import LoopGuard, scaffold_echo, trim
+from rag.modes import ANSWER_MODES, AnswerMode
 from rag.prompts import NO_ANSWER, base_messages, is_abstention, rag_messages
 from rag.retriever import Hit, Retriever
 
-
-@dataclass(frozen=True)
-class AnswerMode:
-    """One way to answer, defined once for the CLI, the chat and the eval's arms."""
-
-    name: str
-    label: str  # as the chat shows it
-    retrieval: bool  # the answer is grounded in retrieved passages, cited
-    adapter: bool  # the generator carries the LoRA adapter
-
-
-ANSWER_MODES = {mode.name: mode for mode in (
-    AnswerMode("base", "Base model", retrieval=False, adapter=False),
-    AnswerMode("rag", "RAG", retrieval=True, adapter=False),
-    AnswerMode("lora", "LoRA", retrieval=False, adapter=True),
-    AnswerMode("lora+rag", "LoRA + RAG", retrieval=True, adapter=True),
-)}
 HOLD_BACK_WORDS = 16  # streamed text trails the model by this much, so a loop is cut before it is shown
 FALLBACK_BELOW = 0.5  # share of supported sentences under which the answer is replaced by a quote
 KINDS = ("answer", "quote", "abstained")
@@ -106,6 +91,7 @@ class Prepared:
     retrieve_s: float
     query: str  # what was retrieved with: the question, or its standalone rewrite
     notes: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: the search's stages (embed_s ...), prompt_s
 
 
 def answer_mode(name: str) -> AnswerMode:
@@ -165,13 +151,15 @@ class Assistant:
             raise ConfigError("question is empty")
         history = history or []
         if not answer_mode(mode).retrieval:
+            start = time.perf_counter()
             messages, notes = self._fit(lambda turns: base_messages(question, turns), history)
-            return Prepared(messages, [], 0.0, question.strip(), notes)
+            return Prepared(messages, [], 0.0, question.strip(), notes, {"prompt_s": time.perf_counter() - start})
         if self.retriever is None:
             raise ConfigError(f"mode {mode!r} needs a collection to retrieve from")
         start = time.perf_counter()
         query = self.standalone(question, history)
-        hits = self.retriever.search(query, k=self.k, mode=self.retrieval_mode)
+        stages: dict[str, float] = {}
+        hits = self.retriever.search(query, k=self.k, mode=self.retrieval_mode, timings=stages)
         retrieve_s = time.perf_counter() - start
         messages, notes = self._fit(lambda turns: rag_messages(question, hits, turns), history)
         if count_tokens(self.generator, messages) > self.context_window - self.max_tokens:
@@ -179,7 +167,8 @@ class Assistant:
                 hits = hits[:-1]
                 messages = rag_messages(question, hits, [])
             notes.append(f"only {len(hits)} passage(s) fit the model's context window of {self.context_window} tokens")
-        return Prepared(messages, hits, retrieve_s, query, notes)
+        stages["prompt_s"] = time.perf_counter() - start - retrieve_s
+        return Prepared(messages, hits, retrieve_s, query, notes, stages)
 
     def _fit(self, build, history: list[dict]) -> tuple[list[dict], list[str]]:
         budget = self.context_window - self.max_tokens
@@ -248,6 +237,7 @@ class AnswerStream:
         self.gated = gate is not None
         self._gate = gate  # why the gate abstained
         self._retrieve_s = prepared.retrieve_s
+        self._stages = prepared.stages
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -260,8 +250,9 @@ class AnswerStream:
         else:
             text, first = yield from self._generate(notes)
         generate_s = time.perf_counter() - start
-        timings = {"retrieve_s": self._retrieve_s, "first_token_s": first or generate_s,
-                   "generate_s": generate_s, "total_s": self._retrieve_s + generate_s}
+        prompt_s = self._stages.get("prompt_s", 0.0)
+        timings = {"retrieve_s": self._retrieve_s, **self._stages, "first_token_s": first or generate_s,
+                   "generate_s": generate_s, "total_s": self._retrieve_s + prompt_s + generate_s}
         answer = Answer(self.question, text.strip(), self.sources, self.mode, timings, notes, self.messages,
                         model_answer=text.strip(), gated=self.gated, query=self.query)
         if self.gated or is_abstention(answer.answer):

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval.config import EvalConfig
-from rag.answer import ANSWER_MODES
 from rag.cli_args import add_fields, field_values
 from rag.errors import RagError
 from rag.finetune import FinetuneConfig
 from rag.jsonl import read_questions
-from rag.settings import MODES, Settings, load_settings
+from rag.modes import ANSWER_MODES
+from rag.settings import MODES, RERANKERS, Settings, load_settings
 
 # The FinetuneConfig fields `rag finetune` sets from flags (the others come from Settings).
 FINETUNE_FLAGS = ("data", "name", "method", "rank", "alpha", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
@@ -52,6 +52,9 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "base_url": getattr(args, "base_url", None),
         "model": getattr(args, "model", None),
         "max_tokens": getattr(args, "max_tokens", None),
+        "rerank": getattr(args, "rerank", None),
+        "rerank_model": getattr(args, "rerank_model", None),
+        "rerank_depth": getattr(args, "rerank_depth", None),
         **extra,
     }
     return load_settings(Path(args.config), environ=os.environ, overrides=overrides)
@@ -62,13 +65,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rag.components import make_chunker, make_embedder, open_collection
 
     settings = _settings(args)
-    embedder = make_embedder(settings)
+    ray_flags = {"address": args.address, "embed_actors": args.embed_actors, "gpus_per_actor": args.gpus_per_actor,
+                 "batch_size": args.batch_size}
+    ray_flags = {name: value for name, value in ray_flags.items() if value is not None}
+    if args.engine == "ray":
+        from ingest.ray_engine import RayOptions, ingest_ray  # without Ray: one line saying how to install it
+
+        options = RayOptions(**ray_flags)
+    elif ray_flags:
+        raise UserError(f"{', '.join('--' + n.replace('_', '-') for n in ray_flags)} only apply with --engine ray")
+    if not args.paths and not args.reembed:
+        raise UserError("give files, folders or globs to ingest (or --reembed to re-embed the collection)")
+    embedder = make_embedder(settings, fresh=args.reembed)
+    if args.reembed:
+        from ingest.pipeline import reembed
+
+        result = reembed(open_collection(settings, embedder), embedder, settings, wait=args.wait)
+        if not args.paths:
+            print(json.dumps(result) if args.json else
+                  f"collection '{result['collection']}': {result['chunks']} chunks re-embedded in "
+                  f"{result['embedding_dtype']} in {result['seconds']:.1f} s")
+            return 0
+        print(f"re-embedded {result['chunks']} chunks in {result['embedding_dtype']}", file=sys.stderr)
     collection = open_collection(settings, embedder, create=True)
-    with _IngestBar(disable=args.json and not sys.stderr.isatty()) as bar:
-        report = ingest(
-            args.paths, collection, embedder, make_chunker(settings, embedder), settings=settings, prune=args.prune,
-            wait=args.wait, progress=bar.update,
-        )
+    if args.engine == "ray":  # Ray shows its own progress
+        report = ingest_ray(args.paths, collection, embedder, make_chunker(settings, embedder), settings=settings,
+                            options=options, prune=args.prune, wait=args.wait)
+    else:
+        with _IngestBar(disable=args.json and not sys.stderr.isatty()) as bar:
+            report = ingest(
+                args.paths, collection, embedder, make_chunker(settings, embedder), settings=settings,
+                prune=args.prune, wait=args.wait, progress=bar.update,
+            )
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
@@ -197,6 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = serve_options(
         settings, adapters=[], host=args.host, port=args.port, max_model_len=args.max_model_len,
         gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
         dtype=args.dtype, extra_args=args.vllm_arg or [],
     )
     if not args.no_adapters:
@@ -458,8 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
     def with_collection(p: argparse.ArgumentParser) -> None:
         p.add_argument("--collection", "-c", help="collection name (default: settings, 'default')")
 
+    def with_rerank(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--rerank", choices=RERANKERS,
+                       help="second stage over the top candidates (default: settings, none)")
+        p.add_argument("--rerank-model", help="cross-encoder: a sentence-transformers CrossEncoder name or folder")
+        p.add_argument("--rerank-depth", type=int, help="candidates the reranker reads (default: settings, 20)")
+
     p = sub.add_parser("ingest", help="add files, folders or globs to a collection")
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="*")
+    p.add_argument("--reembed", action="store_true",
+                   help="first re-embed every stored chunk in embedding_dtype (auto: this machine's fastest precision)")
     with_collection(p)
     p.add_argument("--prune", action="store_true", help="remove chunks of files that no longer exist")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
@@ -467,6 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, nargs="?", const=math.inf, default=0.0, metavar="SECONDS",
                    help="queue behind another ingest into the same collection (for SECONDS, or until it ends)")
     p.add_argument("--verbose", "-v", action="store_true", help="list the files skipped inside folders")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: parse and embed on a Ray cluster (pip install -e '.[ray]')")
+    p.add_argument("--address", metavar="ADDR",
+                   help="--engine ray: the Ray cluster (default: RAY_ADDRESS, else the one started here, else a new "
+                        "local Ray)")
+    p.add_argument("--embed-actors", type=int, metavar="N",
+                   help="--engine ray: embedding actors, one model each (default 1)")
+    p.add_argument("--gpus-per-actor", type=float, metavar="G",
+                   help="--engine ray: GPUs per embedding actor (default 0: CPU)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="--engine ray: chunks per embedding batch (default 256)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("check", help="verify that a collection's index, database and folder agree")
@@ -499,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", dest="retrieval", choices=MODES, action=_Deprecated, new="--retrieval",
                    help=argparse.SUPPRESS)
     p.add_argument("--queries", help="JSONL with a 'question' field, or one question per line")
+    with_rerank(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retrieve)
 
@@ -509,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rag: retrieve and cite; base: the model alone; lora, lora+rag: the same with --adapter")
     p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: auto, the mode rag tune chose, else hybrid)")
     p.add_argument("--k", type=int)
+    with_rerank(p)
     p.add_argument("--backend", choices=("local", "server"))
     p.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--model", help="local: HF model folder; server: served model name")
@@ -530,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="HF model folder or name (default: the embedded SmolLM2)")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--gpu-memory-utilization", type=float)
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs each layer is split across")
+    p.add_argument("--pipeline-parallel-size", type=int, default=1,
+                   help="stages of layers on successive GPUs or nodes (docs/SCALE.md)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--no-adapters", action="store_true", help="serve the base model only")
     p.add_argument("--log", help="server log file (default: <cache>/logs/vllm-PORT.log)")

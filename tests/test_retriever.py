@@ -59,3 +59,14 @@ def test_every_hit_carries_its_dense_cosine(sample_collection, embedder):
         assert np.allclose([h.dense for h in hits], expected, atol=1e-4)
     dense = Retriever(sample_collection, embedder).search(question, k=3, mode="dense")
     assert [h.dense for h in dense] == pytest.approx([h.score for h in dense], abs=1e-5)
+
+
+def test_search_times_each_stage_it_runs(sample_collection, embedder):
+    retriever = Retriever(sample_collection, embedder)
+    hybrid, dense = {}, {}
+    retriever.search("How long do Alpine marmots hibernate?", k=3, mode="hybrid", timings=hybrid)
+    retriever.search("How long do Alpine marmots hibernate?", k=3, mode="dense", timings=dense)
+    assert set(hybrid) == set(dense) == {"embed_s", "dense_s", "bm25_s", "fusion_s", "rerank_s"}
+    assert min(hybrid["embed_s"], hybrid["dense_s"], hybrid["bm25_s"], hybrid["fusion_s"]) > 0
+    assert hybrid["rerank_s"] == 0 == dense["bm25_s"] == dense["fusion_s"]
+    assert dense["embed_s"] > 0 and dense["dense_s"] > 0
