@@ -21,7 +21,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import faiss
 import numpy as np
@@ -203,6 +203,57 @@ class IVFIndex(_FaissIndex):
         return index
 
 
+    @classmethod
+    def build_from_batches(cls, dim: int, n: int, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+                           recall: float = RECALL_TARGET) -> "IVFIndex":
+        """The index `build` makes, from `n` vectors read as (ids, vectors) batches, never all in
+        memory at once: `batches()` is called twice (a sample for training and the held-out tuning
+        queries; then filling, with exact search for the queries done batch by batch). Memory: the
+        training sample (at most 64 vectors per list) and one batch."""
+        held_out, rest = _split_for_tuning(n)
+        nlist = ivf_lists(len(rest))
+        rng = np.random.default_rng(1)
+        train_at = np.sort(rng.choice(rest, min(len(rest), nlist * 64), replace=False))
+        wanted = np.zeros(n, dtype=np.int8)
+        wanted[train_at], wanted[held_out] = 1, 2
+        train, query_ids, queries, at = [], [], [], 0
+        for ids, vectors in batches():
+            vectors, part = _as_vectors(vectors, dim), wanted[at:at + len(ids)]
+            train.append(vectors[part == 1])
+            query_ids.append(np.asarray(ids, dtype=np.int64)[part == 2])
+            queries.append(vectors[part == 2])
+            at += len(ids)
+        if at != n:
+            raise ValueError(f"expected {n} vectors, the batches held {at}")
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.max_points_per_centroid = 64
+        ivf.cp.niter = 10
+        ivf.own_fields = True
+        quantizer.this.disown()
+        index = cls(ivf)
+        ivf.train(np.concatenate(train))
+        del train
+        query_ids, queries = np.concatenate(query_ids), np.concatenate(queries)
+        best = np.full((len(queries), TUNE_K), -np.inf, dtype=np.float32)  # exact top scores of each query
+        at = 0
+        for ids, vectors in batches():
+            vectors, keep = _as_vectors(vectors, dim), wanted[at:at + len(ids)] != 2
+            at += len(ids)
+            index.add(np.asarray(ids, dtype=np.int64)[keep], vectors[keep])
+            if len(queries) and keep.any():
+                scores, _ = faiss.knn(queries, vectors[keep], min(TUNE_K, int(keep.sum())),
+                                      metric=faiss.METRIC_INNER_PRODUCT)
+                best = -np.sort(-np.concatenate([best, scores], axis=1), axis=1)[:, :TUNE_K]
+
+        def search(nprobe: int, queries: np.ndarray, k: int):
+            return ivf.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+
+        ivf.nprobe = tune(search, _ladder(nlist), None, queries, recall, exact=best)
+        index.add(query_ids, queries)
+        return index
+
+
 def ivf_lists(n: int) -> int:
     """~2*sqrt(n) lists, and at least 39 training points per list as FAISS advises. At 100 k,
     4*sqrt(n) lists took twice as long to build (16.6 s vs 7.7 s) to answer 0.5 ms sooner (bench/index.py):
@@ -317,14 +368,20 @@ def _split_for_tuning(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tune(search: Callable[[int, np.ndarray, int], tuple[np.ndarray, np.ndarray]], values: list[int],
-         base: np.ndarray, queries: np.ndarray, recall: float) -> int:
+         base: np.ndarray | None, queries: np.ndarray, recall: float, exact: np.ndarray | None = None) -> int:
     """The smallest of the ascending `values` at which `search(value, queries, 10)` over the indexed
     `base` reaches `recall` (recall@10 against exact search); the largest value when none does or
     there are no queries. A neighbour counts as found when its score reaches the exact 10th score,
-    so ties (duplicate chunks) cannot count against it."""
-    if not len(queries) or len(base) < TUNE_K:
+    so ties (duplicate chunks) cannot count against it. `exact`: the queries' exact top-10 scores,
+    when the caller computed them (then `base` is not needed)."""
+    if not len(queries):
         return values[-1]
-    exact, _ = faiss.knn(queries, base, TUNE_K, metric=faiss.METRIC_INNER_PRODUCT)
+    if exact is None:
+        if base is None or len(base) < TUNE_K:
+            return values[-1]
+        exact, _ = faiss.knn(queries, base, TUNE_K, metric=faiss.METRIC_INNER_PRODUCT)
+    if not np.isfinite(exact[:, -1]).all():  # fewer than TUNE_K vectors to find
+        return values[-1]
     tenth = exact[:, -1] - 1e-5  # (q,)
     for value in values:
         scores, found = search(value, queries, TUNE_K)

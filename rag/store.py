@@ -23,7 +23,7 @@ import numpy as np
 from rag.bm25 import BM25Index, remove_tree
 from rag.chunking import Chunk, indexed_text
 from rag.errors import RagError
-from rag.index import Index, build_index, choose_kind, load_index
+from rag.index import Index, IVFIndex, build_index, choose_kind, load_index
 
 DB_NAME = "collection.sqlite"
 LOCK_NAME = ".write.lock"
@@ -311,8 +311,10 @@ class Collection:
         self.db.execute("COMMIT")
 
     def _rebuild(self, kind: str) -> Index:
-        # Filled batch by batch: one (n, dim) array, never a second copy of every row's bytes.
         (n,) = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        if kind == "ivf":  # trained on a sample, filled batch by batch: memory does not grow with n
+            return IVFIndex.build_from_batches(self.dim, n, lambda: self._vectors_after(0))
+        # Filled batch by batch: one (n, dim) array, never a second copy of every row's bytes.
         ids = np.empty(n, dtype=np.int64)
         vectors = np.empty((n, self.dim), dtype=np.float32)
         at = 0

@@ -110,3 +110,29 @@ def test_auto_picks_exact_below_threshold():
     assert choose_kind("auto", 100, 100) == "ivf"
     assert choose_kind("flat", 10**6, 100) == "flat"
     assert choose_kind("hnsw", 10, 100) == "hnsw"
+
+
+def test_ivf_built_from_batches_never_holds_every_vector_and_reaches_the_target(tmp_path):
+    """What a collection's commit uses: a sample trains it, batches fill it, exact search for the
+    tuning queries runs batch by batch."""
+    from rag.index import IVFIndex
+
+    points = _clustered(6200)
+    vectors, queries = points[:6000], points[6000:]
+    ids = np.arange(1000, 7000, dtype=np.int64)
+    largest = []
+
+    def batches():
+        for at in range(0, 6000, 500):
+            largest.append(500)
+            yield ids[at:at + 500], vectors[at:at + 500]
+
+    index = IVFIndex.build_from_batches(32, 6000, batches)
+    assert index.ntotal == 6000 and sorted(index.ids()) == list(ids)
+    assert len(largest) == 24  # read twice, 500 at a time
+    _, exact = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(queries, 10)
+    recall = np.mean([len(set(f - 1000) & set(e)) / 10 for f, e in zip(found, exact)])
+    assert recall >= RECALL_TARGET - 0.03 and index.nprobe < faiss.extract_index_ivf(index._cpu).nlist
+    with pytest.raises(ValueError, match="expected 7000 vectors, the batches held 6000"):
+        IVFIndex.build_from_batches(32, 7000, batches)

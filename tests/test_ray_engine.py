@@ -180,6 +180,39 @@ def test_a_driver_killed_before_the_commit_leaves_the_collection_and_the_next_ru
     assert coll.index.ntotal == coll.count()[1] == len(_stored(coll))
 
 
+def test_a_driver_sigkilled_between_the_shards_and_the_commit_leaves_the_collection(tmp_path, embedder, chunker):
+    """A real SIGKILL of the driver process (a `rag ingest --engine ray` on this test's Ray cluster),
+    at the moment the shards are written and the commit is about to start."""
+    import signal
+    import subprocess
+
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLE, docs)
+    home = tmp_path / "home"
+    coll = _open(home, embedder, "k")
+    ingest([docs / "korvik_lighthouse.md"], coll, embedder, chunker)
+    before = (coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll)))
+    script = ("import os, signal, sys\n"
+              "from rag.store import Writer\n"
+              "Writer.commit = lambda self: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "from rag.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    args = ["ingest", str(docs), "-c", "k", "--engine", "ray", "--address", ray.get_runtime_context().gcs_address,
+            "--embed-actors", "1", "--batch-size", "8"]
+    env = {**os.environ, "RAG_HOME": str(home), "RAG_EMBEDDING_DTYPE": embedder.dtype}
+    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list((coll.folder / STAGING_NAME).glob("*.parquet"))  # it died with its shards written
+    coll.refresh()
+    assert (coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll))) == before
+    again = subprocess.run([sys.executable, "-m", "rag.cli", *args, "--json"], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["files"]["new"] == 3 and not (coll.folder / STAGING_NAME).exists()
+    coll.refresh()
+    assert coll.index.ntotal == coll.count()[1] == len(_stored(coll))
+
+
 def test_without_ray_the_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     from rag.cli import main
 
