@@ -183,15 +183,8 @@ class IVFIndex(_FaissIndex):
         ids = np.asarray(ids, dtype=np.int64)
         held_out, rest = _split_for_tuning(len(vectors))
         nlist = ivf_lists(len(rest))  # trained without the held-out vectors
-        quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        # k-means on at most 64 points per list, 10 iterations: FAISS's default (256 points, 25
-        # iterations) doubled the build at 100 k (15.5 s vs 7.7 s) to save 0.3 ms a query (bench/index.py).
-        ivf.cp.max_points_per_centroid = 64
-        ivf.cp.niter = 10
-        ivf.own_fields = True
-        quantizer.this.disown()
-        index = cls(ivf)
+        index = cls(_untrained_ivf(dim, nlist))
+        ivf = index._cpu
         ivf.train(vectors[rest])
         index.add(ids[rest], vectors[rest])
 
@@ -225,13 +218,8 @@ class IVFIndex(_FaissIndex):
             at += len(ids)
         if at != n:
             raise ValueError(f"expected {n} vectors, the batches held {at}")
-        quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.cp.max_points_per_centroid = 64
-        ivf.cp.niter = 10
-        ivf.own_fields = True
-        quantizer.this.disown()
-        index = cls(ivf)
+        index = cls(_untrained_ivf(dim, nlist))
+        ivf = index._cpu
         ivf.train(np.concatenate(train))
         del train
         query_ids, queries = np.concatenate(query_ids), np.concatenate(queries)
@@ -252,6 +240,18 @@ class IVFIndex(_FaissIndex):
         ivf.nprobe = tune(search, _ladder(nlist), None, queries, recall, exact=best)
         index.add(query_ids, queries)
         return index
+
+
+def _untrained_ivf(dim: int, nlist: int) -> faiss.IndexIVFFlat:
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    # k-means on at most 64 points per list, 10 iterations: FAISS's default (256 points, 25
+    # iterations) doubled the build at 100 k (15.5 s vs 7.7 s) to save 0.3 ms a query (bench/index.py).
+    ivf.cp.max_points_per_centroid = 64
+    ivf.cp.niter = 10
+    ivf.own_fields = True
+    quantizer.this.disown()
+    return ivf
 
 
 def ivf_lists(n: int) -> int:
