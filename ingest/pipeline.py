@@ -161,7 +161,7 @@ class ReadAhead:
     new or changed, its document and chunks (or why it could not be parsed)."""
 
     path: Path
-    hashed: tuple[str, int] | Exception
+    hashed: tuple[str, int] | LoadError | OSError
     parsed: tuple[Document, list[Chunk]] | LoadError | None = None
 
 
@@ -189,11 +189,11 @@ def read_ahead(files: list[Path], known: dict[str, str], chunker: Chunker, max_f
             _yield_to_embedding()
             for path in files:
                 try:
-                    hashed: tuple[str, int] | Exception = sha256_file(path)
+                    hashed: tuple[str, int] | LoadError | OSError = sha256_file(path)
                 except (LoadError, OSError) as exc:
                     hashed = exc
                 item = ReadAhead(path, hashed)
-                if not isinstance(hashed, Exception) and known.get(str(path)) != hashed[0]:
+                if isinstance(hashed, tuple) and known.get(str(path)) != hashed[0]:
                     try:
                         item.parsed = parse_file(path, chunker, max_file_mb)
                     except LoadError as exc:
@@ -312,13 +312,13 @@ def start_report(name: str, paths: Iterable[str | Path]) -> tuple[IngestReport, 
 def check_file(path: Path, known: dict[str, str], writer: Writer, report: IngestReport) -> tuple[str, int] | None:
     """Hash `path` and decide (`settle`)."""
     try:
-        hashed: tuple[str, int] | Exception = sha256_file(path)
+        hashed: tuple[str, int] | LoadError | OSError = sha256_file(path)
     except (LoadError, OSError) as exc:
         hashed = exc
     return settle(path, hashed, known, writer, report)
 
 
-def settle(path: Path, hashed: tuple[str, int] | Exception, known: dict[str, str], writer: Writer,
+def settle(path: Path, hashed: tuple[str, int] | LoadError | OSError, known: dict[str, str], writer: Writer,
            report: IngestReport) -> tuple[str, int] | None:
     """(sha256, size) when `path` is new or changed and must be parsed; None when it is unchanged or
     could not be read (`hashed` is then the error), which is counted in `report` (and a stored file
@@ -331,8 +331,6 @@ def settle(path: Path, hashed: tuple[str, int] | Exception, known: dict[str, str
         report.failed += 1
         report.errors.append(f"{shown(path)}: cannot read: {hashed.strerror or hashed}")
         return None
-    if isinstance(hashed, Exception):
-        raise hashed
     if known.get(key) == hashed[0]:
         report.unchanged += 1
         return None

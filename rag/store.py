@@ -197,8 +197,7 @@ class Collection:
     def embedding_dtype(self) -> str | None:
         """The precision its vectors were embedded in; None while it holds none. Collections made
         before the precision was recorded hold float32 vectors."""
-        recorded = self._meta("embedding_dtype")
-        return recorded or ("float32" if self.count()[1] else None)
+        return _embedding_dtype(self.db)
 
     def count(self) -> tuple[int, int]:
         files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
@@ -518,12 +517,18 @@ def recorded_dtype(folder: Path) -> str | None:
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'embedding_dtype'").fetchone()
-            return row[0] if row else ("float32" if db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() else None)
+            return _embedding_dtype(db)
         finally:
             db.close()
     except sqlite3.DatabaseError:
         return None
+
+
+def _embedding_dtype(db: sqlite3.Connection) -> str | None:
+    """The recorded precision; a collection made before it was recorded holds float32 vectors, an
+    empty one none."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'embedding_dtype'").fetchone()
+    return row[0] if row else ("float32" if db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() else None)
 
 
 def list_collections(home: Path) -> list[CollectionInfo]:
