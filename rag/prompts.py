@@ -8,9 +8,12 @@ call a model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.generator import Message
-from rag.retriever import Hit
+
+if TYPE_CHECKING:  # the retriever brings FAISS and bm25s; prompts only read a hit's fields
+    from rag.retriever import Hit
 
 NO_ANSWER = "I don't know based on the provided documents."
 

@@ -16,14 +16,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from rag.bm25 import BM25Index, remove_tree
-from rag.chunking import Chunk, indexed_text
 from rag.errors import RagError
 from rag.index import Index, IVFIndex, build_index, choose_kind, load_index
+
+if TYPE_CHECKING:  # bm25s and the parsers behind chunking are imported where an index is written or built
+    from rag.bm25 import BM25Index
+    from rag.chunking import Chunk
 
 DB_NAME = "collection.sqlite"
 LOCK_NAME = ".write.lock"
@@ -233,6 +235,8 @@ class Collection:
 
     def all_texts(self) -> tuple[list[int], list[str]]:
         """(vids, indexed texts): each chunk's heading path and text, as BM25 indexes them."""
+        from rag.chunking import indexed_text
+
         rows = self.db.execute("SELECT vid, text, heading FROM chunks ORDER BY vid").fetchall()
         return [r[0] for r in rows], [indexed_text(r[2], r[1]) for r in rows]
 
@@ -253,6 +257,8 @@ class Collection:
     def load_bm25(self) -> BM25Index:
         """The BM25 index saved with the loaded generation, memory-mapped; built from the chunk texts
         when its folder is missing (a collection written before BM25 indexes were saved)."""
+        from rag.bm25 import BM25Index
+
         try:
             return BM25Index.load(self._bm25_path(self.generation))
         except (OSError, ValueError):
@@ -294,6 +300,8 @@ class Collection:
 
     def remove_orphans(self) -> list[Path]:
         """Delete `orphans()`; only safe while holding the write lock (a writer's temp file is live)."""
+        from rag.bm25 import remove_tree
+
         removed = self.orphans()
         for path in removed:
             remove_tree(path)
@@ -445,6 +453,8 @@ class Writer:
         """Every stored chunk's vector replaced by `embed` of its indexed text (heading and text),
         `meta` recorded and the index rebuilt, in one new generation: until it commits, readers see
         the old vectors, and a crash leaves them. Returns the number of chunks re-embedded."""
+        from rag.chunking import indexed_text
+
         coll, db = self.coll, self.coll.db
 
         def apply() -> Index:
@@ -468,6 +478,8 @@ class Writer:
         """Run `apply` (SQL changes, then the index that matches them) in one transaction; the index
         file and the BM25 folder of the next generation (built from the chunk texts as the
         transaction sees them) are written durably before the transaction moves the generation."""
+        from rag.bm25 import BM25Index, remove_tree
+
         coll, db = self.coll, self.coll.db
         new_generation = coll.generation + 1
         new_path, new_bm25 = coll._index_path(new_generation), coll._bm25_path(new_generation)
