@@ -25,6 +25,7 @@ from rag.components import (
 )
 from rag.errors import ConfigError, RagError
 from rag.generator import check_server
+from rag.models import is_embedded
 from rag.modes import ANSWER_MODES
 from rag.retriever import Retriever
 from rag.settings import MODES, Settings, load_settings
@@ -75,9 +76,11 @@ with st.sidebar:
     # RAG first: the product's point; then the others in their defined order.
     answer_mode = st.radio("Mode", sorted(ANSWER_MODES, key=lambda name: name != "rag"), index=0,
                            format_func=lambda name: ANSWER_MODES[name].label)
-    # The registry (rag adapters) for the embedded model; a server offers what it serves: vLLM lists
-    # the base model first, then each --lora-modules name (`rag serve` registers the registry's).
-    adapters = served[1:] if backend == "server" else [info.name for info in list_adapters(base.adapters_dir)]
+    # The registry (rag adapters) locally, with the shipped reader adapter when the model is the embedded
+    # SmolLM2 it was trained for; a server offers what it serves: vLLM lists the base model first, then
+    # each --lora-modules name (`rag serve` registers the registry's and the shipped ones).
+    adapters = served[1:] if backend == "server" else [
+        info.name for info in list_adapters(base.adapters_dir, shipped=is_embedded(base.model))]
     adapter = None
     if ANSWER_MODES[answer_mode].adapter:
         if adapters:

@@ -7,6 +7,8 @@ which gives exactly the answer the product shows (greedy decoding makes the two 
 answer.
 
     python bench/loops.py [--qa data/sample/qa.jsonl --docs data/sample] [--max-tokens 200]
+    python bench/loops.py --name python-faq --qa data/beir/python-faq/qa.jsonl \
+        --docs 'data/beir/python-faq/docs/faq-*.html' --sample 40      # 40 questions drawn with seed 0
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--docs", nargs="+", default=[str(ROOT / "data" / "sample")])
     parser.add_argument("--name", default="sample")
     parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--sample", type=int, help="answer only N questions, drawn with --seed")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "loops.json"))
     args = parser.parse_args()
 
@@ -63,6 +67,10 @@ def main() -> None:
     generator = make_generator(settings)
     assistant = Assistant(generator, Retriever(collection, embedder), k=settings.k, abstain_threshold=None)
     rows = [json.loads(line) for line in Path(args.qa).read_text().splitlines() if line.strip()]
+    if args.sample and args.sample < len(rows):
+        import random
+
+        rows = random.Random(args.seed).sample(rows, args.sample)
     results = []
     start = time.perf_counter()
     for row in rows:

@@ -13,6 +13,11 @@ holds the evidence), fact recall and token F1, each with a 95 % bootstrap interv
 
     python bench/trust.py --set sample            # data/sample, 20 answerable + 12 unanswerable
     python bench/trust.py --set python-faq        # 40 FAQ questions (seed 0) + 14 unanswerable
+    python bench/trust.py --set sample --adapter reader   # also the same model with the reader adapter
+
+With `--adapter`, the same questions are answered a second time by the model carrying that adapter
+(a registered name, a folder, or "reader" for the shipped reader adapter), plain and guarded, so
+the four arms come from one run on the same retrieved passages.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def main() -> None:
     parser.add_argument("--set", choices=SETS, default="sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument("--adapter", help="also answer with this adapter (name, folder, or the shipped 'reader')")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "trust.json"))
     args = parser.parse_args()
 
@@ -66,32 +72,37 @@ def main() -> None:
     settings = load_settings(environ=os.environ).replace(max_tokens=args.max_tokens)
     embedder = make_embedder(settings)
     collection = scratch_collection(args.set, SETS[args.set]["docs"], settings, embedder)
-    generator = make_generator(settings)
-    assistant = make_assistant(settings, generator, Retriever(collection, embedder))
+    generators = {"": make_generator(settings)}
+    if args.adapter:
+        generators["reader_"] = make_generator(settings, adapter=args.adapter)
+    assistant = make_assistant(settings, generators[""], Retriever(collection, embedder))
     rows = load_rows(args.set, args.seed)
     out_rows = []
     start = time.perf_counter()
     for row in rows:
         prepared = assistant.prepare(row["question"])
         context = " ".join(m["content"] for m in prepared.messages)
-        raw = "".join(generator.stream(prepared.messages, max_tokens=args.max_tokens)).strip()
         gate = assistant.gate(prepared)
-        stream = AnswerStream(assistant, row["question"], "rag", prepared, gate=gate)
-        if gate is None:  # the product's answer from the same greedy text: loop guard, then attribution
-            shown = guarded(raw, context).strip()
-            answer = Answer(row["question"], shown, prepared.hits, "rag", {}, [], prepared.messages,
-                            model_answer=shown, query=prepared.query)
-            if is_abstention(shown):
-                answer.kind = "abstained"
+        scored: dict = {}
+        for prefix, generator in generators.items():
+            raw = "".join(generator.stream(prepared.messages, max_tokens=args.max_tokens)).strip()
+            stream = AnswerStream(assistant, row["question"], "rag", prepared, gate=gate)
+            if gate is None:  # the product's answer from the same greedy text: loop guard, then attribution
+                shown = guarded(raw, context).strip()
+                answer = Answer(row["question"], shown, prepared.hits, "rag", {}, [], prepared.messages,
+                                model_answer=shown, query=prepared.query)
+                if is_abstention(shown):
+                    answer.kind = "abstained"
+                else:
+                    stream.attribute(answer)
             else:
-                stream.attribute(answer)
-        else:
-            for _ in stream:
-                pass
-            answer = stream.answer
-        out_rows.append(_score(row, raw, answer, prepared.hits, evidence_in_text, fact_recall, token_f1,
-                               is_abstention))
-        print(f"{row['id']}: {answer.kind:9} {answer.answer[:90]!r}", file=sys.stderr)
+                for _ in stream:
+                    pass
+                answer = stream.answer
+            one = _score(row, raw, answer, prepared.hits, evidence_in_text, fact_recall, token_f1, is_abstention)
+            scored.update({(k if k in ("id", "answerable") else prefix + k): v for k, v in one.items()})
+            print(f"{row['id']} {prefix or 'base_'}: {answer.kind:9} {answer.answer[:90]!r}", file=sys.stderr)
+        out_rows.append(scored)
 
     def summary(arm: str) -> dict:
         metrics = {}
@@ -105,13 +116,14 @@ def main() -> None:
               "answerable": sum(r["answerable"] for r in out_rows), "max_tokens": args.max_tokens,
               "settings": {"min_coverage": settings.min_coverage, "abstain_threshold": assistant.threshold(),
                            "fallback": settings.fallback},
-              "plain": summary("plain"), "guarded": summary("guarded"),
+              "adapter": args.adapter, **{prefix + arm: summary(prefix + arm) for prefix in generators
+                                          for arm in ("plain", "guarded")},
               "seconds": round(time.perf_counter() - start, 1), "rows": out_rows, "machine": describe()}
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.is_file() else {}
     existing[args.set] = result
     out.write_text(json.dumps(existing, indent=2) + "\n")
-    for arm in ("plain", "guarded"):
+    for arm in (prefix + arm for prefix in generators for arm in ("plain", "guarded")):
         line = ", ".join(f"{k} {v['mean']:.2f} [{v['low']:.2f}, {v['high']:.2f}] (n={v['n']})"
                          for k, v in result[arm].items() if v["mean"] is not None)
         print(f"{args.set} {arm}: {line}")

@@ -3,7 +3,9 @@
 Each adapter is `<adapters_dir>/<name>/` holding what peft's `save_pretrained` writes
 (adapter_config.json, adapter_model.safetensors) plus `card.json` (how it was trained) and
 `loss.png`. That folder loads unchanged in peft (the local generator) and in vLLM
-(`--lora-modules name=path`). It does not train adapters (rag/finetune.py does) or serve them.
+(`--lora-modules name=path`). Adapters shipped inside the package (rag/data/adapters: the `reader`
+adapter for the embedded SmolLM2) are found by name too, after the registered ones, and cannot be
+removed. It does not train adapters (rag/finetune.py does) or serve them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from rag.errors import RagError
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "data" / "adapters"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CARD_FILE = "card.json"
 
@@ -33,6 +36,7 @@ class AdapterInfo:
     rank: int
     card: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # adapter_config.json
+    shipped: bool = False  # inside the package (rag/data/adapters), not in the registry
 
     @property
     def vllm_problem(self) -> str | None:
@@ -49,7 +53,7 @@ class AdapterInfo:
     def as_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "base_model": self.base_model,
                 "peft_type": self.peft_type, "rank": self.rank, "vllm_servable": self.vllm_problem is None,
-                "card": self.card}
+                "shipped": self.shipped, "card": self.card}
 
 
 def check_name(name: str) -> str:
@@ -90,35 +94,50 @@ def read_adapter(folder: Path, name: str | None = None) -> AdapterInfo:
     )
 
 
-def list_adapters(adapters_dir: Path) -> list[AdapterInfo]:
-    """Every valid adapter under the directory, by name; folders that are not adapters are skipped
-    (a training run in progress writes into a hidden temporary folder)."""
-    root = Path(adapters_dir)
+def _scan(root: Path, shipped: bool = False) -> list[AdapterInfo]:
     if not root.is_dir():
         return []
     infos = []
     for folder in sorted(root.iterdir()):
         if folder.is_dir() and NAME_RE.match(folder.name):
             try:
-                infos.append(read_adapter(folder))
+                info = read_adapter(folder)
             except AdapterError:
                 continue
+            info.shipped = shipped
+            infos.append(info)
+    return infos
+
+
+def list_adapters(adapters_dir: Path, shipped: bool = False) -> list[AdapterInfo]:
+    """Every valid adapter under the directory, by name; folders that are not adapters are skipped
+    (a training run in progress writes into a hidden temporary folder). `shipped` adds the package's
+    own adapters whose names no registered one takes."""
+    infos = _scan(Path(adapters_dir))
+    if shipped:
+        taken = {info.name for info in infos}
+        infos += [info for info in _scan(SHIPPED_DIR, shipped=True) if info.name not in taken]
     return infos
 
 
 def resolve_adapter(name_or_path: str, adapters_dir: Path) -> AdapterInfo:
-    """A registered adapter by name, or any peft adapter folder by path."""
+    """A registered adapter by name, then a shipped one, or any peft adapter folder by path."""
     candidate = Path(name_or_path).expanduser()
-    if NAME_RE.match(name_or_path) and (Path(adapters_dir) / name_or_path).is_dir():
-        return read_adapter(Path(adapters_dir) / name_or_path)
+    for root, shipped in ((Path(adapters_dir), False), (SHIPPED_DIR, True)):
+        if NAME_RE.match(name_or_path) and (root / name_or_path).is_dir():
+            info = read_adapter(root / name_or_path)
+            info.shipped = shipped
+            return info
     if candidate.is_dir():
         return read_adapter(candidate)
-    known = ", ".join(info.name for info in list_adapters(adapters_dir)) or "none"
+    known = ", ".join(info.name for info in list_adapters(adapters_dir, shipped=True)) or "none"
     raise AdapterError(f"no adapter named {name_or_path!r} in {adapters_dir} (registered: {known})")
 
 
 def remove_adapter(name: str, adapters_dir: Path) -> Path:
     folder = Path(adapters_dir) / check_name(name)
+    if not folder.is_dir() and (SHIPPED_DIR / name).is_dir():
+        raise AdapterError(f"adapter {name!r} ships with the product ({SHIPPED_DIR / name}); it cannot be removed")
     if not folder.is_dir():
         known = ", ".join(info.name for info in list_adapters(adapters_dir)) or "none"
         raise AdapterError(f"no adapter named {name!r} in {adapters_dir} (registered: {known})")

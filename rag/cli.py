@@ -20,8 +20,8 @@ from rag.settings import MODES, RERANKERS, Settings, load_settings
 
 # The FinetuneConfig fields `rag finetune` sets from flags (the others come from Settings).
 FINETUNE_FLAGS = ("data", "name", "method", "rank", "alpha", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
-                  "max_length", "loraplus_ratio", "embedding_lr", "init", "eval_steps", "patience", "check", "seed",
-                  "overwrite")
+                  "max_length", "loraplus_ratio", "embedding_lr", "init", "precision", "eval_steps", "patience", "check",
+                  "seed", "overwrite")
 # The EvalConfig fields `rag eval` sets from flags (settings overrides are the common flags).
 EVAL_FLAGS = ("qa", "beir", "out", "name", "arms", "adapter", "limit", "sample", "bootstrap", "seed", "retrieval_k",
               "update_docs", "update_qa", "update_steps", "judge_url", "judge_model")
@@ -229,7 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dtype=args.dtype, extra_args=args.vllm_arg or [],
     )
     if not args.no_adapters:
-        options.adapters, skipped = compatible_adapters(list_adapters(settings.adapters_dir), options.model)
+        options.adapters, skipped = compatible_adapters(list_adapters(settings.adapters_dir, shipped=True),
+                                                               options.model)
         for line in skipped:
             print(f"warning: {line}", file=sys.stderr)
     log = Path(args.log) if args.log else settings.cache_dir / "logs" / f"vllm-{options.port}.log"
@@ -264,7 +265,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         folder = remove_adapter(args.remove, settings.adapters_dir)
         print(f"removed adapter {args.remove!r} ({folder})")
         return 0
-    infos = list_adapters(settings.adapters_dir)
+    infos = list_adapters(settings.adapters_dir, shipped=True)
     if args.json:
         print(json.dumps([info.as_dict() for info in infos]))
     elif not infos:
@@ -275,7 +276,8 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             card = info.card
             loss = card.get("final_eval_loss")
             print(f"{info.name:20} {card.get('method', info.peft_type.lower()):9} {info.rank:>4} "
-                  f"{card.get('steps', ''):>6} {'' if loss is None else f'{loss:.3f}':>9}  {info.base_model}")
+                  f"{card.get('steps', ''):>6} {'' if loss is None else f'{loss:.3f}':>9}  {info.base_model}"
+                  f"{' (shipped)' if info.shipped else ''}")
     return 0
 
 
@@ -594,17 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", metavar="NAME", help="delete this adapter")
     p.set_defaults(func=cmd_adapters)
 
+    from rag.finetune_data import DATA_MODES  # light: no store, no model
+
     p = sub.add_parser("finetune-data", help="build fine-tuning data (train / held-out) from a collection")
     with_collection(p)
     p.add_argument("--out", required=True, help="folder for train.jsonl, heldout.jsonl, meta.json")
-    p.add_argument("--format", dest="data_mode", choices=("qa", "cpt", "raft"), default="qa",
-                   help="qa: question -> answer; cpt: raw chunk text; raft: question + oracle/distractor chunks")
-    p.add_argument("--mode", dest="data_mode", choices=("qa", "cpt", "raft"), action=_Deprecated, new="--format",
+    p.add_argument("--format", dest="data_mode", choices=DATA_MODES, default="qa",
+                   help="qa: question -> answer; cpt: raw chunk text; raft: question + oracle/distractor chunks; "
+                   "reader: raft with hard distractors and the no-answer sentence when the oracle is left out")
+    p.add_argument("--mode", dest="data_mode", choices=DATA_MODES, action=_Deprecated, new="--format",
                    help=argparse.SUPPRESS)
     p.add_argument("--paraphrases", type=int, default=4, help="extra phrasings per fact (default 4)")
     p.add_argument("--heldout", type=float, default=0.2, help="share of facts with one phrasing held out")
-    p.add_argument("--distractors", type=int, default=3, help="raft: distractor chunks per example")
-    p.add_argument("--oracle-p", type=float, default=0.8, help="raft: share of examples that include the oracle chunk")
+    p.add_argument("--distractors", type=int, default=3, help="raft, reader: distractor chunks per example")
+    p.add_argument("--oracle-p", type=float, default=0.8, help="raft, reader: share of examples that include the oracle chunk")
     p.add_argument("--exclude", help="eval questions (JSONL with 'question', or lines) never to train on")
     p.add_argument("--teacher-url", help="OpenAI-compatible server of a teacher model (default: offline generator)")
     p.add_argument("--teacher-model", help="the teacher's served model name (default: the server's first)")

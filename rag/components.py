@@ -5,13 +5,13 @@ The one place where settings turn into objects; the CLI, the UI and the eval har
 
 from __future__ import annotations
 
-from rag.adapters import resolve_adapter
+from rag.adapters import AdapterError, resolve_adapter
 from rag.answer import Assistant
 from rag.chunking import Chunker
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.errors import ConfigError
 from rag.generator import GenerationError, Generator, LocalGenerator, OpenAIGenerator
-from rag.models import resolve_model
+from rag.models import is_embedded, resolve_model
 from rag.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from rag.retriever import Retriever
 from rag.settings import Settings
@@ -95,8 +95,12 @@ def make_generator(settings: Settings, adapter: str | None = None) -> Generator:
                     f"{', '.join(served) or 'nothing'}); restart `rag serve` after training it"
                 )
         return generator
-    adapter_path = str(resolve_adapter(adapter, settings.adapters_dir).path) if adapter else None
-    return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device, adapter=adapter_path)
+    info = resolve_adapter(adapter, settings.adapters_dir) if adapter else None
+    if info is not None and info.shipped and not is_embedded(settings.model):
+        raise AdapterError(f"adapter {adapter!r} ships for the embedded SmolLM2 ({info.base_model}); it does not fit "
+                           f"model {settings.model!r}")
+    return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device,
+                          adapter=str(info.path) if info else None)
 
 
 def make_assistant(settings: Settings, generator: Generator, retriever: Retriever | None) -> Assistant:

@@ -12,7 +12,8 @@ only). `embedding_lr` adds LoRA on the token embeddings with its own, lower, lea
 (differential learning rates).
 
 Training is the transformers Trainer: loss on the answer tokens only (chat data) or on all tokens
-(cpt), held-out loss with early stopping, bf16 and gradient checkpointing on CUDA, fp32 on the CPU.
+(cpt), held-out loss with early stopping, gradient checkpointing on CUDA, bf16 mixed precision where
+the hardware computes it natively (CUDA; CPUs with AVX512-BF16 or AMX), fp32 elsewhere (`precision`).
 It does not build data, serve, or evaluate beyond a held-out recall check.
 """
 
@@ -31,10 +32,10 @@ from typing import Any
 
 from rag.adapters import CARD_FILE, check_name, read_adapter
 from rag.errors import ConfigError, RagError
-from rag.finetune_data import read_dataset
 
 METHODS = ("lora", "rslora", "dora", "lora-fa", "loraplus", "vera")
 INITS = ("default", "gaussian", "loftq")
+PRECISIONS = ("auto", "bf16", "fp32")
 DEFAULT_LR = {"vera": 5e-3}  # VeRA trains only scaling vectors and needs a higher rate
 BASE_LR = 5e-4
 
@@ -70,6 +71,8 @@ class FinetuneConfig:
     loraplus_ratio: float = _opt(16.0, "loraplus: lr of B / lr of A")
     embedding_lr: float | None = _opt(None, "also adapt the token embeddings, at this lower learning rate")
     init: str = _opt("default", "LoRA init; loftq needs a CUDA GPU", choices=INITS)
+    precision: str = _opt("auto", "auto: bf16 mixed precision on CUDA and on CPUs with AVX512-BF16 or AMX, else fp32",
+                          choices=PRECISIONS)
     eval_steps: int = _opt(10, "held-out loss every N steps")
     patience: int = _opt(3, "early stopping after this many held-out evaluations without improvement; 0 = off")
     check: int = _opt(10, "held-out questions answered before and after training, to see learning (0 = skip)")
@@ -82,6 +85,8 @@ class FinetuneConfig:
         check_name(self.name)
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         if self.init == "loftq" and self.method in ("vera", "dora"):
@@ -188,8 +193,12 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[di
         if "messages" in row:
             messages = guard.neutralise_messages(row["messages"])
             prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+            full = tokenizer.apply_chat_template(messages, tokenize=False)
+            # The answer ends as the template ends a turn (<|im_end|> for SmolLM2), which is what generation
+            # stops at, whatever the tokenizer names its eos token; the eos is the fallback.
+            answer = full[len(prompt):] if full.startswith(prompt) else messages[-1]["content"] + eos
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            answer_ids = tokenizer(messages[-1]["content"] + eos, add_special_tokens=False)["input_ids"]
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
             answer_ids = answer_ids[:max_length]
             room = max_length - len(answer_ids)
             if len(prompt_ids) > room:
@@ -244,7 +253,8 @@ def train(config: FinetuneConfig) -> FinetuneResult:
         TrainingArguments,
     )
 
-    from rag.embedding import pick_device
+    from rag.embedding import cpu_has_bf16, pick_device
+    from rag.finetune_data import read_dataset
 
     target = config.adapters_dir / config.name
     if target.exists() and not config.overwrite:
@@ -252,6 +262,8 @@ def train(config: FinetuneConfig) -> FinetuneResult:
     train_rows, heldout_rows, meta = read_dataset(config.data)
     device = pick_device(config.device)
     cuda = device == "cuda"
+    native_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16)
     torch.manual_seed(config.seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.base_model)
@@ -280,7 +292,7 @@ def train(config: FinetuneConfig) -> FinetuneResult:
         eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps,
         save_strategy="steps" if early else "no", save_steps=config.eval_steps, save_total_limit=1,
         load_best_model_at_end=early, metric_for_best_model="eval_loss", greater_is_better=False,
-        bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=cuda, use_cpu=not cuda,
+        bf16=bf16, gradient_checkpointing=cuda, use_cpu=not cuda,
         seed=config.seed, report_to=[], disable_tqdm=not config.progress, remove_unused_columns=False,
         dataloader_num_workers=0, save_only_model=True,
     )

@@ -6,6 +6,12 @@ Modes (what a training example looks like):
 - `raft`: the question with the oracle chunk (with probability `oracle_p`) among distractor chunks,
   in the same numbered-context prompt the RAG arm uses, answered by quoting the source (RAFT, Zhang
   et al. 2024), so the adapter learns to use retrieval, not only to memorise.
+- `reader`: RAFT for a reader adapter that is used on other documents than it was trained on: the
+  distractors are the oracle's nearest chunks from other sections (hard negatives), the passages
+  count stays the same with or without the oracle, and without it the answer is the no-answer
+  sentence, so the adapter learns to quote and cite, or to abstain, rather than to recall facts.
+  FAQ-style sections (a heading that is a question) add natural questions, answered by the first
+  sentences under the heading.
 
 Questions come from a teacher model on any OpenAI-compatible server when one is given (questions and
 answers grounded in each chunk, plus paraphrases), or offline from a deterministic generator: each
@@ -22,17 +28,19 @@ import json
 import random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from rag.errors import ConfigError, RagError
 from rag.jsonl import read_jsonl
-from rag.prompts import base_messages, rag_messages
-from rag.retriever import Hit
-from rag.store import Collection, StoredChunk
+from rag.prompts import NO_ANSWER, base_messages, rag_messages
 
-DATA_MODES = ("qa", "cpt", "raft")
+if TYPE_CHECKING:  # the store and the retriever bring FAISS and bm25s, which reading a dataset never needs
+    from rag.retriever import Hit
+    from rag.store import Collection, StoredChunk
+
+DATA_MODES = ("qa", "cpt", "raft", "reader")
 TRAIN_FILE, HELDOUT_FILE, META_FILE = "train.jsonl", "heldout.jsonl", "meta.json"
 
 # Phrasings of an offline cloze question; {doc} names the source document, {cloze} is the sentence
@@ -218,7 +226,9 @@ def teacher_ask(base_url: str, model: str, api_key: str = "EMPTY", timeout: floa
 
 
 def _hit(chunk: StoredChunk) -> Hit:
-    return Hit(chunk.source, chunk.page, 1.0, chunk.text, chunk.id, chunk.start, chunk.end)
+    from rag.retriever import Hit
+
+    return Hit(chunk.source, chunk.page, 1.0, chunk.text, chunk.id, chunk.start, chunk.end, heading=chunk.heading)
 
 
 def _qa_row(fact: Fact, question: str, n: int, mode: str, chunks: list[StoredChunk], rng: random.Random,
@@ -239,6 +249,85 @@ def _qa_row(fact: Fact, question: str, n: int, mode: str, chunks: list[StoredChu
     row.update(oracle=with_oracle, chunk_ids=[c.id for c in context] if context else [fact.chunk.id])
     row["messages"] = rag_messages(question, [_hit(c) for c in context]) + [{"role": "assistant", "content": answer}]
     return row
+
+
+_NUMBERING = re.compile(r"^(?:Chapter \d+:|[A-Z]?\d+(?:\.\d+)*[.:)]?|Q\d*[.:])\s+")  # "1.2:", "R13.", "Q:"
+ANSWER_SENTENCES = 2  # a heading question's answer: the first sentences under it
+
+
+def heading_facts(chunks: list[StoredChunk]) -> list[Fact]:
+    """FAQ-style sections: a heading that is a question, answered by the first sentences of the
+    section's first chunk."""
+    first: dict[tuple[str, str], StoredChunk] = {}
+    for chunk in chunks:  # ordered by path, then start
+        if chunk.heading:
+            first.setdefault((chunk.source, chunk.heading), chunk)
+    facts = []
+    for (_, heading), chunk in first.items():
+        title = heading.rsplit(" > ", 1)[-1].strip()
+        if not title.endswith("?"):
+            continue
+        question = _NUMBERING.sub("", title)
+        said = sentences(_question_heading_out(chunk).text)[:ANSWER_SENTENCES]
+        if said:
+            facts.append(Fact(f"h{len(facts):05d}", [question], " ".join(said), said[0], chunk))
+    return facts
+
+
+def _question_heading_out(chunk: StoredChunk) -> StoredChunk:
+    """The chunk without its section's question heading, in the text (at the top, wrapped over lines
+    or not) and in the heading path: a passage that answers must be recognised by what it says, not by
+    a heading that repeats the question (most documents have none)."""
+    title = chunk.heading.rsplit(" > ", 1)[-1].strip()
+    if not title.endswith("?"):
+        return chunk
+    words = _NUMBERING.sub("", title).split()
+    top = re.search(r"(?:\S+\s+)?" + r"\s+".join(map(re.escape, words)), chunk.text[: 2 * len(title) + 40])
+    text = chunk.text[top.end():].lstrip() if top else chunk.text
+    parent = chunk.heading.rsplit(" > ", 1)[0] if " > " in chunk.heading else ""
+    return replace(chunk, text=text, heading=parent)
+
+
+QUESTION_HEADINGS_KEPT = 0.3  # share of reader examples whose passages keep their question headings
+
+
+def hard_negatives(collection: Collection, chunks: list[StoredChunk], depth: int = 10) -> dict[str, list[StoredChunk]]:
+    """For each chunk, its `depth` nearest chunks (stored vectors, cosine) from other sections: on
+    topic, so a reader must check that a passage answers, not only that it is about the subject."""
+    import numpy as np
+
+    vectors = collection.vectors_by_vid([c.vid for c in chunks])
+    section = [(c.source, c.heading or c.id) for c in chunks]
+    out: dict[str, list[StoredChunk]] = {}
+    for begin in range(0, len(chunks), 512):
+        scores = vectors[begin:begin + 512] @ vectors.T
+        for row, order in enumerate(np.argsort(-scores, axis=1)[:, : depth * 4 + 1]):
+            mine = section[begin + row]
+            picked = [chunks[j] for j in order if section[j] != mine][:depth]
+            out[chunks[begin + row].id] = picked
+    return out
+
+
+def _reader_row(fact: Fact, question: str, n: int, negatives: list[StoredChunk], rng: random.Random,
+                passages: int, oracle_p: float) -> dict | None:
+    """One reader example: `passages` numbered passages, the oracle among them or not."""
+    clean = [c for c in negatives if fact.span not in c.text]  # a distractor that states the answer is no distractor
+    with_oracle = rng.random() < oracle_p
+    need = passages - 1 if with_oracle else passages
+    if len(clean) < need:
+        return None
+    context = rng.sample(clean[: max(need, 2 * passages)], need)
+    if with_oracle:
+        context.insert(rng.randrange(len(context) + 1), fact.chunk)
+        answer = f"{fact.answer} [{context.index(fact.chunk) + 1}]"
+    else:
+        answer = NO_ANSWER
+    if rng.random() >= QUESTION_HEADINGS_KEPT:
+        context = [_question_heading_out(c) for c in context]
+    return {"id": f"{fact.id}-q{n}", "fact_id": fact.id, "question": question, "answer": answer,
+            "span": fact.span if with_oracle else NO_ANSWER, "evidence": fact.span, "source": Path(fact.chunk.source).name,
+            "oracle": with_oracle, "oracle_chunk": fact.chunk.id, "chunk_ids": [c.id for c in context],
+            "messages": rag_messages(question, [_hit(c) for c in context]) + [{"role": "assistant", "content": answer}]}
 
 
 def check_leakage(train: Iterable[dict], heldout: Iterable[dict]) -> None:
@@ -276,6 +365,10 @@ def build_dataset(collection: Collection, out: Path, *, mode: str = "qa", paraph
             heldout.append(train.pop())
     else:
         facts = teacher_facts(chunks, paraphrases, ask, warnings) if ask else offline_facts(chunks, paraphrases)
+        negatives = {}
+        if mode == "reader":
+            facts = heading_facts(chunks) + facts
+            negatives = hard_negatives(collection, chunks)
         if not facts:
             raise DataError(f"no fact-bearing sentences found in collection '{collection.name}'")
         banned = {normalise_question(q) for q in exclude_questions}
@@ -288,10 +381,15 @@ def build_dataset(collection: Collection, out: Path, *, mode: str = "qa", paraph
             phrasings = [q for q in phrasings if not (normalise_question(q) in seen or seen.add(normalise_question(q)))]
             if not phrasings:
                 continue
-            hold = len(phrasings) > 1 and number in held
+            # a reader example is about using passages, not a fact, so a one-phrasing fact can be held out whole
+            hold = (len(phrasings) > 1 or mode == "reader") and number in held
             for n, question in enumerate(phrasings):
-                row = _qa_row(fact, question, n, mode, chunks, rng, distractors, oracle_p)
-                (heldout if hold and n == len(phrasings) - 1 else train).append(row)
+                if mode == "reader":
+                    row = _reader_row(fact, question, n, negatives[fact.chunk.id], rng, distractors + 1, oracle_p)
+                else:
+                    row = _qa_row(fact, question, n, mode, chunks, rng, distractors, oracle_p)
+                if row is not None:
+                    (heldout if hold and n == len(phrasings) - 1 else train).append(row)
     check_leakage(train, heldout)
     if not train:
         raise DataError("no training examples were produced")

@@ -57,6 +57,11 @@ def default_model_dir(cache_dir: Path) -> Path:
     return target
 
 
+def is_embedded(model: str) -> bool:
+    """Whether the `model` setting names the embedded SmolLM2 ('' is the default)."""
+    return model in ("", "smollm2", DEFAULT_MODEL_DIRNAME)
+
+
 def resolve_model(model: str, cache_dir: Path) -> str:
     """'' means the embedded SmolLM2; anything else is a HF folder or model name, used as given."""
-    return str(default_model_dir(cache_dir)) if model in ("", "smollm2", DEFAULT_MODEL_DIRNAME) else model
+    return str(default_model_dir(cache_dir)) if is_embedded(model) else model

@@ -263,7 +263,10 @@ def compatible_adapters(adapters: list[AdapterInfo], model: str) -> tuple[list[A
     """Adapters vLLM can serve on `model`, and one line for each one left out (another base model,
     or a kind vLLM does not serve: VeRA, DoRA, LoftQ-initialised)."""
     def same(a: str, b: str) -> bool:
-        return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+        if a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()):
+            return True
+        # a shipped adapter names its base by folder name ("SmolLM2-135M-Instruct"), not by a local path
+        return not Path(a).is_absolute() and Path(a).name == Path(b).name
 
     kept, skipped = [], []
     for info in adapters:

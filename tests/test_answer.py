@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from rag.answer import Assistant
@@ -40,6 +42,28 @@ def test_smollm2_answers_a_sample_question_with_the_fact(sample_collection, embe
     answer = assistant.ask("When was the Korvik Island Lighthouse first lit?")
     assert "1887" in answer.answer
     assert answer.sources[0].source.endswith("korvik_lighthouse.md")
+
+
+@pytest.mark.slow
+def test_the_shipped_reader_adapter_quotes_and_cites_or_says_it_does_not_know(sample_collection, embedder,
+                                                                              smollm2_dir, tmp_path):
+    """The reader adapter (rag/data/adapters/reader, trained on other documents than these) answers
+    from the passages with a citation by itself, and declines when they do not hold the answer."""
+    from rag.adapters import resolve_adapter
+    from rag.prompts import is_abstention
+
+    reader = resolve_adapter("reader", tmp_path)  # no registered adapters: the shipped one
+    generator = LocalGenerator(str(smollm2_dir), adapter=str(reader.path))
+    # no gate, attribution or fallback: the model's own text is what is checked
+    assistant = Assistant(generator, Retriever(sample_collection, embedder), k=3, max_tokens=60,
+                          abstain_threshold=None, attribute=False, fallback=False)
+    answer = assistant.ask("How tall is the Korvik lighthouse tower?", mode="lora+rag")
+    assert "31" in answer.model_answer
+    cited = [int(n) for n in re.findall(r"\[(\d)\]", answer.model_answer)]
+    assert cited and all("31 metres" in answer.sources[n - 1].text for n in cited)
+    declined = assistant.ask("What is the opening time of the Korvik lighthouse gift shop on Sundays?",
+                             mode="lora+rag")
+    assert is_abstention(declined.model_answer)
 
 
 class CountingGenerator:

@@ -164,3 +164,30 @@ def test_renamed_flags_still_work_with_a_deprecation_line(home, tmp_path):
     assert "warning: --mode is deprecated here and will be removed; use --retrieval" in old.stderr
     new = rag("retrieve", "How long do marmots hibernate?", "-c", "sample", "--retrieval", "bm25", "--json", home=home)
     assert json.loads(old.stdout) == json.loads(new.stdout)
+
+
+# What a command that loads no model must not import; rag.finetune imports torch, transformers and
+# peft inside train() only.
+HEAVY = ("torch", "transformers", "sentence_transformers", "peft", "faiss", "bm25s", "ftfy", "orjson", "wcwidth",
+         "pypdf", "pypdfium2", "pdfminer")
+
+
+def heavy_imports(code: str, home) -> set[str]:
+    """The HEAVY modules a fresh interpreter holds after running `code`."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    env = {**os.environ, "RAG_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("code", ["import rag.finetune", "from rag.finetune_data import read_dataset",
+                                  "from rag.cli import build_parser; build_parser()"])
+def test_the_parser_and_the_finetune_modules_import_nothing_heavy(code, tmp_path):
+    assert heavy_imports(code, tmp_path) == set()
+
+
+def test_rag_collections_loads_no_model(home):
+    # faiss only: listing opens each collection's index, so that a damaged one is listed as such.
+    code = "from rag.cli import main\nassert main(['collections']) == 0"
+    assert heavy_imports(code, home) <= {"faiss"}

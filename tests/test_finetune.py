@@ -11,6 +11,7 @@ import torch
 
 from conftest import FACT_HELDOUT
 from rag.adapters import AdapterError, list_adapters, read_adapter, remove_adapter, resolve_adapter
+from rag.embedding import cpu_has_bf16
 from rag.finetune import METHODS, FinetuneConfig, FinetuneError, make_optimizer, peft_config, train
 from rag.finetune_data import build_dataset
 from rag.generator import LocalGenerator
@@ -61,6 +62,8 @@ def test_every_method_trains_saves_reloads_and_changes_the_output(method, tiny_m
     assert torch.allclose(served, tuned, atol=1e-5) and not torch.allclose(served, base)
     assert isinstance(generator.generate(base_messages("Hello?"), max_tokens=4), str)
     assert card["vllm_servable"] is (method in ("lora", "rslora", "lora-fa", "loraplus"))
+    # "auto": bf16 mixed precision where the CPU computes it natively (AVX512-BF16 / AMX), else fp32
+    assert card["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
 
 
 def test_method_flags_reach_the_saved_adapter(tiny_model_dir, data_dir, tmp_path):
@@ -105,6 +108,8 @@ def test_bad_configs_and_existing_names_are_refused(tiny_model_dir, data_dir, tm
         tiny_config(tiny_model_dir, data_dir, tmp_path, "qlora")
     with pytest.raises(AdapterError, match="adapter name '../x' is invalid"):
         tiny_config(tiny_model_dir, data_dir, tmp_path, "lora", name="../x")
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32; got 'fp8'"):
+        tiny_config(tiny_model_dir, data_dir, tmp_path, "lora", precision="fp8")
     train(tiny_config(tiny_model_dir, data_dir, tmp_path, "lora"))
     with pytest.raises(FinetuneError, match="adapter 'tiny-lora' already exists"):
         train(tiny_config(tiny_model_dir, data_dir, tmp_path, "lora"))
@@ -118,8 +123,15 @@ def test_registry_resolves_names_and_paths_and_removes(tiny_model_dir, data_dir,
     assert resolve_adapter(str(result.path), tmp_path / "elsewhere").name == "tiny-lora"
     (tmp_path / "not-an-adapter").mkdir()
     assert [info.name for info in list_adapters(tmp_path)] == ["tiny-lora"]
-    with pytest.raises(AdapterError, match=r"no adapter named 'nope' in .* \(registered: tiny-lora\)"):
+    with pytest.raises(AdapterError, match=r"no adapter named 'nope' in .* \(registered: tiny-lora, reader\)"):
         resolve_adapter("nope", tmp_path)
+    # the reader adapter ships inside the package: found by name after the registry, never removed
+    assert [(i.name, i.shipped) for i in list_adapters(tmp_path, shipped=True)] == [("tiny-lora", False),
+                                                                                  ("reader", True)]
+    reader = resolve_adapter("reader", tmp_path)
+    assert reader.shipped and reader.vllm_problem is None and reader.base_model == "SmolLM2-135M-Instruct"
+    with pytest.raises(AdapterError, match="'reader' ships with the product"):
+        remove_adapter("reader", tmp_path)
     remove_adapter("tiny-lora", tmp_path)
     assert list_adapters(tmp_path) == []
 
@@ -141,12 +153,15 @@ def test_cli_data_train_list_ask_remove(sample_collection, tiny_model_dir, tmp_p
     assert trained.returncode == 0, trained.stderr
     assert "adapter 'demo' (lora, r=4): 2 steps" in trained.stdout
     listed = json.loads(rag("adapters", "--json", env=env).stdout)
-    assert [a["name"] for a in listed] == ["demo"] and listed[0]["card"]["steps"] == 2
+    assert [(a["name"], a["shipped"]) for a in listed] == [("demo", False), ("reader", True)]
+    assert listed[0]["card"]["steps"] == 2
     asked = rag("ask", "--adapter", "demo", "--max-tokens", "4", "--json", "Who designed the lighthouse?", env=env)
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["sources"]
     wrong = rag("ask", "--adapter", "nope", "hello", env=env)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: no adapter named 'nope'")
+    unfit = rag("ask", "--adapter", "reader", "hello", env=env)  # the shipped adapter is SmolLM2's, not the tiny model's
+    assert unfit.returncode == 2 and "error: adapter 'reader' ships for the embedded SmolLM2" in unfit.stderr
     again = rag("finetune", "--data", str(tmp_path / "d"), "--max-steps", "2", "--name", "demo", env=env)
     assert again.returncode == 2 and "already exists" in again.stderr
     missing = rag("finetune", "--data", str(tmp_path / "none"), "--name", "x", env=env)
@@ -156,7 +171,10 @@ def test_cli_data_train_list_ask_remove(sample_collection, tiny_model_dir, tmp_p
     assert quiet.returncode == 0 and json.loads(quiet.stdout)["card"]["steps"] == 1  # stdout is one JSON object
     rag("adapters", "--remove", "demo2", env=env)
     removed = rag("adapters", "--remove", "demo", env=env)
-    assert removed.returncode == 0 and json.loads(rag("adapters", "--json", env=env).stdout) == []
+    assert removed.returncode == 0 and [a["name"] for a in json.loads(rag("adapters", "--json", env=env).stdout)] == [
+        "reader"]
+    shipped = rag("adapters", "--remove", "reader", env=env)
+    assert shipped.returncode == 2 and shipped.stderr.startswith("error: adapter 'reader' ships with the product")
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 from rag.finetune_data import (
     BLANK, DataError, build_dataset, check_leakage, key_span, normalise_question, read_dataset, sentences,
 )
-from rag.prompts import BASE_SYSTEM, RAG_SYSTEM
+from rag.prompts import BASE_SYSTEM, NO_ANSWER, RAG_SYSTEM
 
 
 def rows(path):
@@ -85,6 +85,99 @@ def test_raft_examples_mix_oracle_and_distractors_in_the_rag_prompt(sample_colle
     assert cited == {1, 2, 3}  # the oracle's place varies, so citing "[1]" always would be wrong
 
 
+FAQ = {
+    "robot-faq.md": """# Robot FAQ
+
+## 1.1. How do I reset the robot to factory settings?
+
+Hold the power button and the home button together for ten seconds. The status light blinks white three times when the reset is done.
+
+## 1.2. Why does the robot stop in the middle of a room?
+
+The robot stops when its cliff sensors are dirty or covered. Wipe the four sensors under the bumper with a dry cloth and restart the cleaning run.
+
+## 1.3. How long does a full battery last?
+
+A full battery cleans for about 95 minutes on the standard suction level. On the strongest level it lasts about 40 minutes.
+
+## 1.4. Which Wi-Fi networks can the robot join?
+
+The robot only joins 2.4 GHz networks that use WPA2. It cannot join networks that need a login page.
+""",
+    "kettle-faq.md": """# Kettle FAQ
+
+## 2.1. How do I descale the kettle?
+
+Fill the kettle with equal parts water and white vinegar and let it stand for an hour. Rinse it three times with clean water before the next use.
+
+## 2.2. Why does the kettle switch off before the water boils?
+
+The kettle switches off early when limescale covers the heating plate. Descaling it every month keeps the switch working.
+
+## 2.3. What is the kettle's capacity?
+
+The kettle holds 1.7 litres of water at the maximum mark. The minimum for a safe boil is 0.5 litres.
+""",
+}
+
+
+def test_reader_examples_quote_and_cite_the_oracle_or_say_no_answer(tmp_path, embedder, chunker):
+    from ingest.pipeline import ingest
+    from rag.store import Collection
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in FAQ.items():
+        (docs / name).write_text(text)
+    coll = Collection.open(tmp_path / "faq", embedder.name, embedder.dim, create=True)
+    ingest([docs], coll, embedder, chunker)
+    report = build_dataset(coll, tmp_path / "data", mode="reader", paraphrases=1, distractors=2, oracle_p=0.7,
+                           heldout_fraction=0.0, seed=1)
+    train = rows(tmp_path / "data" / "train.jsonl")
+    assert report.mode == "reader" and train
+    chunks = {c.id: c for c in coll.all_chunks()}
+    # FAQ headings become natural questions, numbering dropped, answered by the first sentences under them
+    faq = {r["question"]: r for r in train if r["fact_id"].startswith("h")}
+    assert "How do I descale the kettle?" in faq and "How long does a full battery last?" in faq
+    for row in train:
+        system, user, assistant = row["messages"]
+        assert system["content"] == RAG_SYSTEM and len(row["chunk_ids"]) == 3  # as many passages either way
+        passages = user["content"].split("<<<CONTEXT\n", 1)[1].split("\nCONTEXT>>>", 1)[0].split("\n\n[")
+        assert len(passages) == 3
+        distractors = [c for c in row["chunk_ids"] if c != row["oracle_chunk"]]
+        assert len(distractors) == (2 if row["oracle"] else 3)
+        # hard negatives: other sections than the oracle's, none of which states the answer
+        assert all(chunks[c].heading != chunks[row["oracle_chunk"]].heading for c in distractors)
+        assert all(row["evidence"] not in chunks[c].text for c in distractors)
+        if row["oracle"]:
+            n = int(assistant["content"].rsplit("[", 1)[1].rstrip("]"))
+            assert row["chunk_ids"][n - 1] == row["oracle_chunk"]
+            quoted = " ".join(assistant["content"].rsplit(" [", 1)[0].split())
+            assert quoted in " ".join(passages[n - 1].split())
+        else:
+            assert assistant["content"] == NO_ANSWER
+    # most prompts do not repeat the question as a passage heading, so the answer is found by its content
+    context = lambda r: r["messages"][1]["content"].split("<<<CONTEXT", 1)[1].split("CONTEXT>>>", 1)[0]  # noqa: E731
+    with_heading = sum(r["question"] in context(r) for r in faq.values())
+    assert with_heading < len(faq) / 2
+    assert {r["oracle"] for r in train} == {True, False}
+
+
+def test_training_answers_end_the_turn_as_the_chat_template_does(smollm2_dir):
+    """Generation stops at the template's end of turn (<|im_end|>), so that is what an answer must end
+    with in training, even where a converted tokenizer names another token as its eos."""
+    from transformers import AutoTokenizer
+
+    from rag.finetune import tokenize_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer.eos_token = "<|im_start|>"  # what one GGUF conversion (transformers 5.17) set
+    row = {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A [1]"}]}
+    (example,), _ = tokenize_rows([row], tokenizer, 64)
+    learnt = tokenizer.decode([i for i in example["labels"] if i != -100])
+    assert learnt == "A [1]<|im_end|>\n"
+
+
 def test_cpt_rows_are_chunk_texts(sample_collection, tmp_path):
     report = build_dataset(sample_collection, tmp_path, mode="cpt", heldout_fraction=0.2)
     train, heldout = rows(tmp_path / "train.jsonl"), rows(tmp_path / "heldout.jsonl")
@@ -109,7 +202,7 @@ def test_leaks_and_bad_files_are_caught(tmp_path):
 
 
 def test_bad_options_and_empty_collections(sample_collection, collection, tmp_path):
-    with pytest.raises(ValueError, match="mode must be one of qa, cpt, raft; got 'sft'"):
+    with pytest.raises(ValueError, match="mode must be one of qa, cpt, raft, reader; got 'sft'"):
         build_dataset(sample_collection, tmp_path, mode="sft")
     with pytest.raises(ValueError, match="heldout_fraction must be in"):
         build_dataset(sample_collection, tmp_path, heldout_fraction=1.5)

@@ -66,6 +66,10 @@ def test_adapters_of_another_base_model_are_not_served():
     kept, skipped = compatible_adapters([adapter("a", 8), adapter("b", 8, base="/models/other")], "/models/base")
     assert [info.name for info in kept] == ["a"]
     assert skipped == ["adapter 'b' was trained on /models/other, not /models/base: not served"]
+    # the shipped reader adapter names its base by folder name: served on that model wherever it lives
+    kept, skipped = compatible_adapters([adapter("reader", 8, base="SmolLM2-135M-Instruct"),
+                                         adapter("c", 8, base="Other-Model")], "/cache/models/SmolLM2-135M-Instruct")
+    assert [info.name for info in kept] == ["reader"] and len(skipped) == 1
 
 
 def test_missing_vllm_says_how_to_install(tmp_path):
@@ -174,7 +178,7 @@ def test_rag_serve_then_ask_with_adapter_then_stop(vllm_install, seeded_adapter_
         assert answer["answer"] and Path(answer["sources"][0]["source"]).name == "korvik_lighthouse.md"
         missing = rag_cli("ask", "--backend", "server", "--adapter", "nope", "hello", env=env)
         assert missing.returncode == 2
-        assert "does not serve adapter 'nope' (it serves: SmolLM2-135M-Instruct, demo)" in missing.stderr
+        assert "does not serve adapter 'nope' (it serves: SmolLM2-135M-Instruct, demo, reader)" in missing.stderr
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
