@@ -28,6 +28,7 @@ SEMANTIC_WEIGHT = 0.5
 SUPPORTED = 0.5  # support at or above this counts as backed by the passage
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•]|\s*\d+[.)] )")
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_LEADING_CITATIONS = re.compile(r"(?:\[\d+(?:\s*,\s*\d+)*\][.,;:]?\s*)+")
 WORD = re.compile(r"\d+(?:\.\d+)*|[^\W_]+")  # a word or a number; numbers keep their decimal points: 2.4
 # Words any passage contains, left out when a sentence's words are matched against a passage (and by
 # the eval's faithfulness and evidence overlap, eval/metrics.py).
@@ -78,7 +79,17 @@ def sentences(text: str) -> list[Span]:
         start = match.end()
     if text[start:].strip():
         spans.append(_strip(text, start, len(text)))
-    return spans
+    # citation markers after a full stop ("... island. [1] The tower ...", as models often cite) belong
+    # to the sentence before them: alone they are no sentence a passage could support
+    merged: list[Span] = []
+    for span in spans:
+        lead = _LEADING_CITATIONS.match(text, span.start, span.end) if merged else None
+        if lead:
+            merged[-1] = _strip(text, merged[-1].start, lead.end())
+            span = _strip(text, lead.end(), span.end)
+        if span.end > span.start:
+            merged.append(span)
+    return merged
 
 
 def _strip(text: str, start: int, end: int) -> Span:

@@ -136,3 +136,21 @@ def test_an_unsupported_answer_becomes_a_quote_or_no_answer(sample_collection, e
                          min_coverage=0.75).ask("How loud is the Tidy T3 on the standard suction level?")
     assert declined.kind == "abstained" and declined.answer == NO_ANSWER and not declined.gated
     assert "related, but not an answer" in declined.notes[-1] and declined.low_confidence
+
+
+def test_a_citation_after_the_full_stop_is_part_of_its_sentence(sample_collection, embedder):
+    """"... warranty. [1]" is one cited sentence, not a supported one plus an unsupported "[1]"."""
+    from rag.attribution import sentences
+
+    text = "The Tidy T3 has a two-year warranty. [1] It charges in four hours [2]. [2]"
+    assert [text[s.start:s.end] for s in sentences(text)] == [
+        "The Tidy T3 has a two-year warranty. [1]", "It charges in four hours [2]. [2]"]
+
+    class Says(CountingGenerator):
+        def stream(self, messages, *, max_tokens=200, temperature=0.0):
+            yield "The Tidy T3 has a two-year warranty. [1]"
+
+    answer = Assistant(Says(), Retriever(sample_collection, embedder), k=3, abstain_threshold=None,
+                       min_coverage=0.75).ask("How long is the Tidy T3 warranty?")
+    assert answer.kind == "answer" and len(answer.citations) == 1 and answer.citations[0].passages
+    assert all(c.supported for c in answer.citations)
