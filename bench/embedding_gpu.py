@@ -3,7 +3,7 @@ and both against float32 vectors of the same chunks computed on a CPU.
 
 Two steps, because the GPU machine need not have the collection: `--prepare` (on any machine) writes
 the chunk texts of a collection and their CPU float32 vectors; the run (on the GPU) embeds the same
-texts in three interleaved rounds per precision and writes chunks/s and cosine to the CPU vectors.
+texts in three interleaved rounds per precision (bench/embedding.py's `speed`) and writes the median chunks/s and cosine to the CPU vectors.
 
     python bench/embedding_gpu.py --prepare -c reader --work /tmp/emb          # CPU
     python bench/embedding_gpu.py --work /tmp/emb [--model FOLDER]             # GPU
@@ -16,7 +16,6 @@ import json
 import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +43,7 @@ def run(work: Path, model: str, out: Path) -> dict:
     import numpy as np
     import torch
 
+    from bench.embedding import speed
     from rag.embedding import SentenceTransformerEmbedder, pick_device, pick_dtype
 
     texts = json.loads((work / "texts.json").read_text())
@@ -54,20 +54,11 @@ def run(work: Path, model: str, out: Path) -> dict:
                  for d in ("float32", "float16")}
     for embedder in embedders.values():
         embedder.embed(texts[:512])  # warm-up: kernels, allocator
-    rounds: dict[str, list[float]] = {d: [] for d in embedders}
-    vectors = {}
-    for _ in range(3):  # interleaved
-        for d, embedder in embedders.items():
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            vectors[d] = embedder.embed(texts)
-            torch.cuda.synchronize()
-            rounds[d].append(time.perf_counter() - start)
-    for d in embedders:
-        cos = (vectors[d] * ref).sum(axis=1)
-        result[d] = {"seconds": [round(s, 3) for s in rounds[d]], "chunks_per_s": round(len(texts) / min(rounds[d]), 1),
-                     "cosine_to_cpu_fp32_min": round(float(cos.min()), 5),
-                     "cosine_to_cpu_fp32_mean": round(float(cos.mean()), 6)}
+    result.update(speed(embedders, texts))  # interleaved rounds, as on the CPU (embed returns host arrays: synced)
+    for d, embedder in embedders.items():
+        cos = (embedder.embed(texts) * ref).sum(axis=1)
+        result[d].update(cosine_to_cpu_fp32_min=round(float(cos.min()), 5),
+                         cosine_to_cpu_fp32_mean=round(float(cos.mean()), 6))
     result["speedup_fp16"] = round(result["float16"]["chunks_per_s"] / result["float32"]["chunks_per_s"], 2)
     out.write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -85,9 +85,10 @@ class SentenceTransformerEmbedder:
         path = resolve_model_path(model)
         device = pick_device(device)
         self.dtype = pick_dtype(dtype, device)
-        kwargs = {} if self.dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, self.dtype)}}
+        # Always named: left out, transformers loads a checkpoint stored in float16 as float16, and the
+        # collection would record a precision its vectors were not computed in.
         try:
-            self._model = SentenceTransformer(path, device=device, **kwargs)
+            self._model = SentenceTransformer(path, device=device, model_kwargs={"dtype": getattr(torch, self.dtype)})
         except OSError as exc:
             raise ConfigError(f"embedding model {model!r} could not be loaded: {exc}") from None
         self.name = "all-MiniLM-L6-v2" if model in DEFAULT_MODEL_NAMES else model

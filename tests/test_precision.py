@@ -60,6 +60,23 @@ def test_bfloat16_vectors_are_unit_float32_and_within_noise_of_float32(embedder,
     assert cosines.min() > 0.99 and not np.allclose(full, half, atol=1e-4)  # close, yet really computed in bf16
 
 
+def test_the_named_precision_is_the_one_computed_in_whatever_the_checkpoint_stores(tmp_path):
+    """A model folder whose weights are stored in float16 still runs in float32 when float32 is asked:
+    the collection records the precision its vectors were really computed in."""
+    from safetensors.torch import load_file, save_file
+
+    from rag.embedding import resolve_model_path
+
+    folder = tmp_path / "minilm-fp16"
+    source = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(str(source / "model.safetensors"))
+    save_file({k: v.half() for k, v in weights.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for dtype in ("float32", "bfloat16"):
+        embedder = SentenceTransformerEmbedder(str(folder), device="cpu", dtype=dtype)
+        assert {p.dtype for p in embedder._model.parameters()} == {getattr(torch, dtype)}
+
+
 def test_a_collection_records_its_precision_and_refuses_mixing(tmp_path, embedder, bf16_embedder, chunker):
     from ingest.pipeline import ingest
 
