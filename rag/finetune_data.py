@@ -263,23 +263,26 @@ def heading_facts(chunks: list[StoredChunk]) -> list[Fact]:
         if chunk.heading:
             first.setdefault((chunk.source, chunk.heading), chunk)
     facts = []
-    for (_, heading), chunk in first.items():
-        title = heading.rsplit(" > ", 1)[-1].strip()
-        if not title.endswith("?"):
-            continue
-        question = _NUMBERING.sub("", title)
-        said = sentences(_question_heading_out(chunk).text)[:ANSWER_SENTENCES]
+    for chunk in first.values():
+        title = _question_title(chunk)
+        said = sentences(_question_heading_out(chunk).text)[:ANSWER_SENTENCES] if title else []
         if said:
-            facts.append(Fact(f"h{len(facts):05d}", [question], " ".join(said), said[0], chunk))
+            facts.append(Fact(f"h{len(facts):05d}", [_NUMBERING.sub("", title)], " ".join(said), said[0], chunk))
     return facts
+
+
+def _question_title(chunk: StoredChunk) -> str | None:
+    """The last heading of the chunk's section path when it asks a question ("2.1. How do I ...?")."""
+    title = chunk.heading.rsplit(" > ", 1)[-1].strip()
+    return title if title.endswith("?") else None
 
 
 def _question_heading_out(chunk: StoredChunk) -> StoredChunk:
     """The chunk without its section's question heading, in the text (at the top, wrapped over lines
     or not) and in the heading path: a passage that answers must be recognised by what it says, not by
     a heading that repeats the question (most documents have none)."""
-    title = chunk.heading.rsplit(" > ", 1)[-1].strip()
-    if not title.endswith("?"):
+    title = _question_title(chunk)
+    if title is None:
         return chunk
     words = _NUMBERING.sub("", title).split()
     top = re.search(r"(?:\S+\s+)?" + r"\s+".join(map(re.escape, words)), chunk.text[: 2 * len(title) + 40])
@@ -299,9 +302,12 @@ def hard_negatives(collection: Collection, chunks: list[StoredChunk], depth: int
     vectors = collection.vectors_by_vid([c.vid for c in chunks])
     section = [(c.source, c.heading or c.id) for c in chunks]
     out: dict[str, list[StoredChunk]] = {}
+    keep = min(depth * 4 + 1, len(chunks))  # room for the chunk itself and its own section's
     for begin in range(0, len(chunks), 512):
         scores = vectors[begin:begin + 512] @ vectors.T
-        for row, order in enumerate(np.argsort(-scores, axis=1)[:, : depth * 4 + 1]):
+        top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]  # the nearest, unordered: no full sort
+        nearest = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        for row, order in enumerate(nearest):
             mine = section[begin + row]
             picked = [chunks[j] for j in order if section[j] != mine][:depth]
             out[chunks[begin + row].id] = picked
