@@ -48,6 +48,21 @@ def _open(tmp_path, embedder, name="ray"):
     return Collection.open(tmp_path / name, embedder.name, embedder.dim, create=True)
 
 
+def _one_file_collection(tmp_path, embedder, chunker, name):
+    """The sample corpus copied to docs/, and a collection under home/ holding one of its files."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLE, docs)
+    home = tmp_path / "home"
+    coll = _open(home, embedder, name)
+    ingest([docs / "korvik_lighthouse.md"], coll, embedder, chunker)
+    return docs, home, coll
+
+
+def _state(coll):
+    """What a run that did not commit must leave exactly as it was."""
+    return coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll))
+
+
 def _stored(coll):
     """chunk id -> (source, page, start, end, heading, text, vector)."""
     chunks = coll.all_chunks()
@@ -147,12 +162,8 @@ def test_a_killed_embedding_actor_is_retried_without_duplicates(docs, local_coll
 
 def test_a_driver_killed_before_the_commit_leaves_the_collection_and_the_next_run_cleans_up(
         tmp_path, embedder, chunker, monkeypatch, capsys):
-    docs = tmp_path / "docs"
-    shutil.copytree(SAMPLE, docs)
-    home = tmp_path / "home"
-    coll = _open(home, embedder, "r")
-    ingest([docs / "korvik_lighthouse.md"], coll, embedder, chunker)
-    before = (coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll)))
+    docs, home, coll = _one_file_collection(tmp_path, embedder, chunker, "r")
+    before = _state(coll)
 
     def killed(self):
         raise KeyboardInterrupt  # the driver stops between the shards and the commit
@@ -163,7 +174,7 @@ def test_a_driver_killed_before_the_commit_leaves_the_collection_and_the_next_ru
     staging = coll.folder / STAGING_NAME
     assert list(staging.glob("*.parquet"))  # the shards a next run must not take as current
     coll.refresh()
-    assert (coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll))) == before
+    assert _state(coll) == before
 
     tea = docs / "green_tea.txt"
     tea.write_text("Oolong is partly oxidised before it is dried.\n")  # the staged shards hold its old text
@@ -186,12 +197,8 @@ def test_a_driver_sigkilled_between_the_shards_and_the_commit_leaves_the_collect
     import signal
     import subprocess
 
-    docs = tmp_path / "docs"
-    shutil.copytree(SAMPLE, docs)
-    home = tmp_path / "home"
-    coll = _open(home, embedder, "k")
-    ingest([docs / "korvik_lighthouse.md"], coll, embedder, chunker)
-    before = (coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll)))
+    docs, home, coll = _one_file_collection(tmp_path, embedder, chunker, "k")
+    before = _state(coll)
     script = ("import os, signal, sys\n"
               "from rag.store import Writer\n"
               "Writer.commit = lambda self: os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -204,7 +211,7 @@ def test_a_driver_sigkilled_between_the_shards_and_the_commit_leaves_the_collect
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert list((coll.folder / STAGING_NAME).glob("*.parquet"))  # it died with its shards written
     coll.refresh()
-    assert (coll.generation, coll.count(), coll.file_hashes(), sorted(_stored(coll))) == before
+    assert _state(coll) == before
     again = subprocess.run([sys.executable, "-m", "rag.cli", *args, "--json"], env=env, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr
