@@ -104,6 +104,7 @@ bench: dev vllm
 	$(PY) bench/beir_faq.py
 	$(PY) bench/embedding.py
 	$(PY) bench/ingest_stages.py
+	$(PY) bench/folder_rss.py
 	$(PY) bench/index.py
 	$(PY) bench/bm25.py
 	$(PY) bench/pdf_text.py

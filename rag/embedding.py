@@ -9,6 +9,9 @@ elsewhere. Vectors are always returned as float32, normalised in float32. It doe
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -106,4 +109,25 @@ class SentenceTransformerEmbedder:
                                      show_progress_bar=False)
         vectors = np.array(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        release_freed_memory()
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system. Batches of varying padded lengths free and
+    reallocate activations of ever new sizes; glibc keeps the freed blocks, and an ingest's RSS grew
+    by ~170 MB per 1,000 chunks embedded in bfloat16 (bench/large_inputs.py). Trimming after each
+    batch keeps it flat, at no measurable cost in chunks/s."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
