@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from rag.attribution import Attribution, Attributor, Citation, Span, coverage
+from rag.attribution import Attribution, Attributor, Citation, Span, addresses, coverage
 from rag.conversation import fit_history, keyword_rewrite, model_rewrite
 from rag.errors import ConfigError
 from rag.generator import Generator
@@ -305,22 +305,27 @@ class AnswerStream:
             return
         found: Attribution = attributor.attribute(answer.answer, self.sources, self.question)
         answer.answer, answer.citations, answer.highlights = found.answer, found.citations, found.highlights
-        if not self._assistant.fallback or found.supported_share >= FALLBACK_BELOW:  # an empty answer falls back
+        if not self._assistant.fallback:
             return
+        cited = {n for c in found.citations if c.supported for n in c.passages}
+        on_point = addresses(self.question, found.answer, self.sources, cited)
+        if found.supported_share >= FALLBACK_BELOW and on_point:  # an empty answer falls back
+            return
+        why = "was not supported by the passages" if on_point else "did not speak to what the question asks"
         covered = coverage(self.query, self.sources)
         quote = attributor.best_quote(self.question, self.sources) if covered >= 1.0 else None
         if quote is None:
             answer.answer, answer.kind, answer.highlights = NO_ANSWER, "abstained", {}
-            answer.notes.append(f"the model's answer was not supported by the passages, and they mention only "
-                                f"{covered:.0%} of what the question asks about; they are related, but not an answer")
+            answer.notes.append(f"the model's answer {why}, and the passages mention only {covered:.0%} of what "
+                                "the question asks about; they are related, but not an answer")
             return
         number, span = quote
         sentence = " ".join(self.sources[number - 1].text[span.start:span.end].split())
         answer.answer = f'Quote from [{number}]: "{sentence}"'
         answer.kind = "quote"
         answer.highlights = {number: span}
-        answer.notes.append("the model's answer was not supported by the passages; the passage sentence "
-                            "that best answers the question is quoted instead")
+        answer.notes.append(f"the model's answer {why}; the passage sentence that best answers the question "
+                            "is quoted instead")
 
 
 def _hold_back(text: str, words: int) -> int:

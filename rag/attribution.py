@@ -6,7 +6,8 @@ left to the model. Each answer sentence is scored against each retrieved passage
           + (1 - SEMANTIC_WEIGHT) * (share of the sentence's new content words found in the passage),
 where "new" leaves out the words of the question: echoing the question is no evidence (the lexical
 share of a sentence that only echoes it is 0);
-the passage with the best support is cited as [n] where the model cited nothing, and a sentence
+the passage with the best support is cited as [n] where the model cited nothing (or cited only
+passages that do not support the sentence, when one does), and a sentence
 that no passage supports (support < SUPPORTED) is marked unsupported. The passage sentence that
 matched best is kept as the highlight to show inside each source. When the whole answer is
 unsupported, `best_quote` offers the passage sentence that best answers the question instead.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -28,6 +29,7 @@ SEMANTIC_WEIGHT = 0.5
 SUPPORTED = 0.5  # support at or above this counts as backed by the passage
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•]|\s*\d+[.)] )")
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_CITATION_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")  # a citation with the space before it
 _LEADING_CITATIONS = re.compile(r"(?:\[\d+(?:\s*,\s*\d+)*\][.,;:]?\s*)+")
 WORD = re.compile(r"\d+(?:\.\d+)*|[^\W_]+")  # a word or a number; numbers keep their decimal points: 2.4
 # Words any passage contains, left out when a sentence's words are matched against a passage (and by
@@ -53,6 +55,7 @@ class Citation:
     support: float  # the best passage's support, 0..1
     supported: bool
     added: bool = False  # True when the model cited nothing and the number was added here
+    replaced: bool = False  # True when the model's citation supported nothing and the best passage's replaced it
 
     def as_dict(self) -> dict:
         return {"sentence": self.sentence, "passages": self.passages, "support": round(self.support, 4),
@@ -108,7 +111,8 @@ def content_words(text: str) -> set[str]:
 _QUESTION_FORM = frozenset(
     """how what which who whom when where why many much long often does do did is are was were can could
     would should will shall may might must tell give name list describe explain mean means happen happens
-    typical usually kind type""".split()
+    typical usually kind type get gets got make makes made lead leads led need needs want wants take takes
+    go goes come comes""".split()
 )
 
 
@@ -136,6 +140,23 @@ def coverage(question: str, hits: Sequence[Hit]) -> float:
     return len(terms & found) / len(terms)
 
 
+def addresses(question: str, answer: str, hits: Sequence[Hit], cited: Iterable[int] = ()) -> bool:
+    """Whether `answer` speaks to what `question` singles out: a number for a quantity question;
+    otherwise one of the question's key terms that not every passage shares, in the answer or in the
+    heading path of a passage it cites (`cited`: 1-based numbers). Under passages that all say
+    "Tidy T3", "Which Wi-Fi networks can the Tidy T3 join?" is about Wi-Fi networks and joining, and
+    "The Tidy T3 is a fictional product." does not answer it; "There are several advantages." does
+    answer "Why are Python strings immutable?" when it cites the section of that title."""
+    if _QUANTITY_QUESTION.search(question):
+        return bool(_NUMBER.search(_CITATION.sub(" ", answer)))
+    terms = key_terms(question)
+    if not terms or not hits:
+        return True
+    shared = set.intersection(*({_stem(w) for w in content_words(f"{h.heading} {h.text}")} for h in hits))
+    said = content_words(answer).union(*(content_words(hits[n - 1].heading) for n in cited if 1 <= n <= len(hits)))
+    return bool((terms - shared or terms) & {_stem(w) for w in said})
+
+
 def cited_numbers(text: str) -> list[int]:
     return [int(n) for group in _CITATION.findall(text) for n in group.split(",")]
 
@@ -159,14 +180,17 @@ class Attributor:
             score = float(support[i][best])
             supported = score >= SUPPORTED
             added = not cited and supported
-            if added:
+            # the model cited passages that do not support the sentence, and another one does
+            replaced = bool(cited) and supported and all(support[i][n - 1] < SUPPORTED for n in cited)
+            if added or replaced:
                 cited = [best + 1]
-                pieces += [answer[cursor:span.start], _with_marker(claim, best + 1)]
+                marked = _with_marker(_CITATION_MARK.sub("", claim) if replaced else claim, best + 1)
+                pieces += [answer[cursor:span.start], marked]
                 cursor = span.end
             for n in cited:
                 if support[i][n - 1] >= SUPPORTED and n not in highlights:
                     highlights[n] = passage_spans[n - 1][best_sentence[i][n - 1]]
-            citations.append(Citation(claim, cited, score, supported, added))
+            citations.append(Citation(claim, cited, score, supported, added, replaced))
         pieces.append(answer[cursor:])
         return Attribution("".join(pieces), citations, highlights)
 
@@ -195,19 +219,47 @@ class Attributor:
 
     def best_quote(self, question: str, hits: Sequence[Hit]) -> tuple[int, Span] | None:
         """(passage number, sentence span) of the passage sentence that best answers `question`:
-        cosine to the question plus its share of the question's content words."""
-        candidates = [(n, span) for n, hit in enumerate(hits, start=1) for span in sentences(hit.text)
-                      if len(hit.text[span.start:span.end].split()) >= 4]
+        cosine to the question plus its share of the question's key terms; None when no sentence can
+        stand as an answer. The share counts the key terms that the passage's heading path does not
+        already hold (under "Lighthouse > History", "How tall is the lighthouse tower?" is about "tall"
+        and "tower"). A candidate must say something the question does not (a heading that
+        repeats the question is no answer); it must come from a passage that mentions every key term
+        of the question, counting the passage's heading path (a passage about green tea's caffeine does
+        not answer a question about oolong's; an answer sentence often leaves its subject to the
+        sentences before it: "Adults weigh ..."); and when the question asks for a quantity ("how
+        many", "how long", "what year"), it must hold a number."""
+        terms = key_terms(question)
+        wants_number = bool(_QUANTITY_QUESTION.search(question))
+        candidates, focus = [], []  # focus: the key terms its heading path leaves to the sentence
+        for n, hit in enumerate(hits, start=1):
+            topic = {_stem(w) for w in content_words(hit.heading)}
+            if not terms <= topic | {_stem(w) for w in content_words(hit.text)}:
+                continue
+            for span in sentences(hit.text):
+                text = hit.text[span.start:span.end]
+                words = {_stem(w) for w in content_words(text)}
+                if (len(text.split()) >= 4 and not text.rstrip().endswith("?") and len(words - terms) >= 2
+                        and (not wants_number or _NUMBER.search(text))):
+                    candidates.append((n, span))
+                    focus.append((terms - topic or terms, words))
         if not candidates:
             return None
         texts = [hits[n - 1].text[s.start:s.end] for n, s in candidates]
         vectors = self.embedder.embed([question] + texts)
         cosines = vectors[1:] @ vectors[0]
-        asked = content_words(question)
-        scores = [SEMANTIC_WEIGHT * float(cos) + (1 - SEMANTIC_WEIGHT) * (len(asked & content_words(t)) / len(asked)
-                                                                           if asked else 0.0)
-                  for cos, t in zip(cosines, texts)]
+        scores = [SEMANTIC_WEIGHT * float(cos) + (1 - SEMANTIC_WEIGHT) * len(wanted & words) / max(1, len(wanted))
+                  for cos, (wanted, words) in zip(cosines, focus)]
         return candidates[int(np.argmax(scores))]
+
+
+# Questions whose answer is a quantity, a duration or a date: a sentence without a number does not answer them.
+_QUANTITY_QUESTION = re.compile(
+    r"\bhow\s+(?:many|much|old|tall|far|high|heavy|big|large|long|wide|deep|loud|fast|hot|cold|warm)\b|"
+    r"\b(?:what|which)\s+(?:\w+\s+)?(?:year|temperature|percentage|size|weight|height|length|depth|distance|age|price|"
+    r"speed|voltage|capacity|number)\b|\bin\s+which\s+year\b", re.IGNORECASE)
+_NUMBER = re.compile(  # "T3" and "[2]" are names and citations, not numbers
+    r"\b\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
+    r"hundred|thousand|million|billion|dozen|half|once|twice|single|double)\b", re.IGNORECASE)
 
 
 def _with_marker(sentence: str, number: int) -> str:

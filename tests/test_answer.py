@@ -4,7 +4,7 @@ import pytest
 
 from rag.answer import Assistant
 from rag.generator import LocalGenerator
-from rag.retriever import Retriever
+from rag.retriever import Hit, Retriever
 
 
 def test_pipeline_plumbing_with_tiny_model(sample_collection, embedder, tiny_model_dir):
@@ -136,6 +136,76 @@ def test_an_unsupported_answer_becomes_a_quote_or_no_answer(sample_collection, e
                          min_coverage=0.75).ask("How loud is the Tidy T3 on the standard suction level?")
     assert declined.kind == "abstained" and declined.answer == NO_ANSWER and not declined.gated
     assert "related, but not an answer" in declined.notes[-1] and declined.low_confidence
+
+
+def test_a_quote_answers_what_was_asked_or_there_is_none(sample_collection, embedder):
+    """The fallback quote: the sentence about what the question singles out, not the passage's
+    opening; a number for a quantity question; nothing from a passage that never names the subject."""
+    from rag.attribution import Attributor
+
+    retriever, attributor = Retriever(sample_collection, embedder), Attributor(embedder)
+
+    def quote(question):
+        hits = retriever.search(question, k=3)
+        found = attributor.best_quote(question, hits)
+        return None if found is None else " ".join(hits[found[0] - 1].text[found[1].start:found[1].end].split())
+
+    # "Korvik" and "lighthouse" are the section's heading path: "tall" and "tower" pick the sentence
+    assert quote("How tall is the Korvik lighthouse tower?").startswith("The tower is 31 metres tall")
+    # the subject is in the sentence before; "how much" wants the sentence with a number
+    assert quote("How much does an adult Alpine marmot weigh?").startswith("Adults weigh three to seven kilograms")
+    # the caffeine sentence is about green tea, and its passage never names oolong
+    assert quote("How many caffeine milligrams are in a cup of oolong tea?") is None
+    # a heading that repeats the question says nothing new
+    hits = [Hit("faq.md", None, 1.0, "Why is the sky blue?\n\nRayleigh scattering favours short wavelengths of light.",
+                "c1", 0, 60)]
+    found = attributor.best_quote("Why is the sky blue?", hits)
+    assert found is not None and hits[0].text[found[1].start:found[1].end].startswith("Rayleigh")
+
+
+def test_an_answer_that_misses_the_point_of_the_question_becomes_a_quote(sample_collection, embedder):
+    """A supported sentence that does not answer ("The Tidy T3 is a fictional product ...", copied from
+    a passage) is replaced by the sentence that does; a quantity question wants a number."""
+    from rag.attribution import addresses
+
+    class Says(CountingGenerator):
+        def stream(self, messages, *, max_tokens=200, temperature=0.0):
+            yield "The Tidy T3 is a fictional product described for this project's sample corpus [2]."
+
+    assistant = Assistant(Says(), Retriever(sample_collection, embedder), k=3, abstain_threshold=None,
+                          min_coverage=0.75)
+    answer = assistant.ask("Which Wi-Fi networks can the Tidy T3 join?")
+    assert answer.kind == "quote" and "2.4 GHz Wi-Fi networks" in answer.answer
+    assert "did not speak to what the question asks" in answer.notes[-1]
+
+    hits = [Hit("t3.html", None, 1.0, text, f"c{i}", 0, len(text)) for i, text in enumerate((
+        "The Tidy T3 is a robot vacuum cleaner. The robot only joins 2.4 GHz Wi-Fi networks.",
+        "Charge the Tidy T3 for at least four hours before its first run."))]
+    assert not addresses("Which Wi-Fi networks can the Tidy T3 join?", "The Tidy T3 is a robot [1].", hits)
+    assert addresses("Which Wi-Fi networks can the Tidy T3 join?", "Only 2.4 GHz networks [1].", hits)
+    assert not addresses("How long should the Tidy T3 charge?", "It should charge before its first run [2].", hits)
+    assert addresses("How long should the Tidy T3 charge?", "At least four hours [2].", hits)
+    # an answer under the section that the question names speaks to it
+    faq = [Hit("design.html", None, 1.0, "There are several advantages. One is performance.", "d1", 0, 50,
+               heading="Design FAQ > Why are Python strings immutable?"),
+           Hit("design.html", None, 0.9, "Python has no switch statement.", "d2", 0, 31, heading="Design FAQ")]
+    assert addresses("Why are Python strings immutable?", "There are several advantages [1].", faq, cited={1})
+    assert not addresses("Why are Python strings immutable?", "There are several advantages [1].", faq, cited=())
+
+
+def test_a_citation_of_a_passage_that_does_not_support_the_sentence_is_replaced(sample_collection, embedder):
+    from rag.attribution import Attributor
+
+    hits = Retriever(sample_collection, embedder).search("How long is the Tidy T3 warranty?", k=3)
+    right = next(n for n, h in enumerate(hits, start=1) if "two-year warranty" in h.text)
+    wrong = next(n for n in range(1, len(hits) + 1) if n != right)
+    found = Attributor(embedder).attribute(f"The Tidy T3 has a two-year warranty [{wrong}].", hits,
+                                           "How long is the Tidy T3 warranty?")
+    assert found.answer == f"The Tidy T3 has a two-year warranty [{right}]."
+    assert found.citations[0].passages == [right] and found.citations[0].replaced
+    # a citation of a passage that supports the sentence is the model's to keep
+    kept = Attributor(embedder).attribute(f"The Tidy T3 has a two-year warranty [{right}].", hits)
+    assert kept.answer == f"The Tidy T3 has a two-year warranty [{right}]." and not kept.citations[0].replaced
 
 
 def test_a_citation_after_the_full_stop_is_part_of_its_sentence(sample_collection, embedder):
