@@ -316,8 +316,9 @@ class AnswerStream:
         quote = attributor.best_quote(self.question, self.sources) if covered >= 1.0 else None
         if quote is None:
             answer.answer, answer.kind, answer.highlights = NO_ANSWER, "abstained", {}
-            answer.notes.append(f"the model's answer {why}, and the passages mention only {covered:.0%} of what "
-                                "the question asks about; they are related, but not an answer")
+            lacking = (f"the passages mention only {covered:.0%} of what the question asks about" if covered < 1.0
+                       else "no passage sentence answers it")
+            answer.notes.append(f"the model's answer {why}, and {lacking}; they are related, but not an answer")
             return
         number, span = quote
         sentence = " ".join(self.sources[number - 1].text[span.start:span.end].split())

@@ -141,20 +141,25 @@ def coverage(question: str, hits: Sequence[Hit]) -> float:
 
 
 def addresses(question: str, answer: str, hits: Sequence[Hit], cited: Iterable[int] = ()) -> bool:
-    """Whether `answer` speaks to what `question` singles out: a number for a quantity question;
-    otherwise one of the question's key terms that not every passage shares, in the answer or in the
-    heading path of a passage it cites (`cited`: 1-based numbers). Under passages that all say
-    "Tidy T3", "Which Wi-Fi networks can the Tidy T3 join?" is about Wi-Fi networks and joining, and
-    "The Tidy T3 is a fictional product." does not answer it; "There are several advantages." does
-    answer "Why are Python strings immutable?" when it cites the section of that title."""
+    """Whether `answer` speaks to what `question` singles out. The passages it cites (`cited`, 1-based)
+    must name every key term of the question that any passage names: "20 to 45 milligrams [1]", citing
+    a passage about green tea, does not answer "How much caffeine is in oolong tea?" when another passage
+    mentions oolong. Then a quantity question needs a number; any other question, one of its key terms
+    that not every passage shares, in the answer or in the heading path of a passage it cites. Under
+    passages that all say "Tidy T3", "Which Wi-Fi networks can the Tidy T3 join?" is about Wi-Fi networks
+    and joining, and "The Tidy T3 is a fictional product." does not answer it; "There are several
+    advantages." does answer "Why are Python strings immutable?" when it cites the section of that title."""
+    terms = key_terms(question)
+    named = [{_stem(w) for w in content_words(f"{h.heading} {h.text}")} for h in hits]
+    cited = [n for n in cited if 1 <= n <= len(hits)]
+    if cited and not terms & set().union(*named) <= set().union(*(named[n - 1] for n in cited)):
+        return False
     if _QUANTITY_QUESTION.search(question):
         return bool(_NUMBER.search(_CITATION.sub(" ", answer)))
-    terms = key_terms(question)
     if not terms or not hits:
         return True
-    shared = set.intersection(*({_stem(w) for w in content_words(f"{h.heading} {h.text}")} for h in hits))
-    said = content_words(answer).union(*(content_words(hits[n - 1].heading) for n in cited if 1 <= n <= len(hits)))
-    return bool((terms - shared or terms) & {_stem(w) for w in said})
+    said = content_words(answer).union(*(content_words(hits[n - 1].heading) for n in cited))
+    return bool((terms - set.intersection(*named) or terms) & {_stem(w) for w in said})
 
 
 def cited_numbers(text: str) -> list[int]:

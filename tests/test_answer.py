@@ -185,6 +185,13 @@ def test_an_answer_that_misses_the_point_of_the_question_becomes_a_quote(sample_
     assert addresses("Which Wi-Fi networks can the Tidy T3 join?", "Only 2.4 GHz networks [1].", hits)
     assert not addresses("How long should the Tidy T3 charge?", "It should charge before its first run [2].", hits)
     assert addresses("How long should the Tidy T3 charge?", "At least four hours [2].", hits)
+    # the cited passage must name what the question asks about when another passage does
+    tea = [Hit("tea.txt", None, 1.0, "A typical cup of green tea holds roughly 20 to 45 milligrams of caffeine.",
+               "t1", 0, 70),
+           Hit("tea.txt", None, 0.9, "Green, white, oolong and black teas differ in how the leaves are processed.",
+               "t2", 0, 75)]
+    assert not addresses("How much caffeine is in oolong tea?", "20 to 45 milligrams [1].", tea, cited={1})
+    assert addresses("How much caffeine is in green tea?", "20 to 45 milligrams [1].", tea, cited={1})
     # an answer under the section that the question names speaks to it
     faq = [Hit("design.html", None, 1.0, "There are several advantages. One is performance.", "d1", 0, 50,
                heading="Design FAQ > Why are Python strings immutable?"),
