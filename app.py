@@ -153,7 +153,8 @@ def show_answer(message: dict, turn: int) -> None:
     st.markdown(link_markers(message["content"], turn, len(sources)))
     if message.get("low_confidence"):
         reason = ("the documents do not seem to answer this; the passages below are related" if message.get("kind") == "abstained"
-                  else "the answer is a quote: the model's own answer was not supported by the passages"
+                  else "the answer is a quote: the model's own answer was not supported by the passages or did "
+                       "not answer the question"
                   if message.get("kind") == "quote" else "most of the answer is not supported by the passages")
         st.info(f"Low confidence: {reason}. Check the sources.")
     unsupported = [c["sentence"] for c in message.get("citations", []) if not c["supported"]]
