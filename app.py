@@ -25,7 +25,6 @@ from rag.components import (
 )
 from rag.errors import ConfigError, RagError
 from rag.generator import check_server
-from rag.models import is_embedded
 from rag.modes import ANSWER_MODES
 from rag.retriever import Retriever
 from rag.settings import MODES, Settings, load_settings
@@ -80,7 +79,7 @@ with st.sidebar:
     # SmolLM2 it was trained for; a server offers what it serves: vLLM lists the base model first, then
     # each --lora-modules name (`rag serve` registers the registry's and the shipped ones).
     adapters = served[1:] if backend == "server" else [
-        info.name for info in list_adapters(base.adapters_dir, shipped=is_embedded(base.model))]
+        info.name for info in list_adapters(base.adapters_dir, shipped=True) if info.fits(base.model)]
     adapter = None
     if ANSWER_MODES[answer_mode].adapter:
         if adapters:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.errors import RagError
+from rag.models import is_embedded
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "data" / "adapters"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -50,6 +51,11 @@ class AdapterInfo:
             return f"vLLM does not support init_lora_weights={init!r} (it changes the base weights)"
         return None
 
+    def fits(self, model: str) -> bool:
+        """Whether it can run on the `model` setting: a shipped adapter was trained for the embedded
+        SmolLM2 only; a registered one is the user's to pair."""
+        return not self.shipped or is_embedded(model)
+
     def as_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "base_model": self.base_model,
                 "peft_type": self.peft_type, "rank": self.rank, "vllm_servable": self.vllm_problem is None,
@@ -65,7 +71,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def read_adapter(folder: Path, name: str | None = None) -> AdapterInfo:
+def read_adapter(folder: Path, name: str | None = None, shipped: bool = False) -> AdapterInfo:
     """Describe one peft adapter folder; AdapterError when it is not one."""
     folder = Path(folder)
     config_path = folder / "adapter_config.json"
@@ -91,6 +97,7 @@ def read_adapter(folder: Path, name: str | None = None) -> AdapterInfo:
         rank=int(config.get("r") or 0),
         card=card,
         config=config,
+        shipped=shipped,
     )
 
 
@@ -101,11 +108,9 @@ def _scan(root: Path, shipped: bool = False) -> list[AdapterInfo]:
     for folder in sorted(root.iterdir()):
         if folder.is_dir() and NAME_RE.match(folder.name):
             try:
-                info = read_adapter(folder)
+                infos.append(read_adapter(folder, shipped=shipped))
             except AdapterError:
                 continue
-            info.shipped = shipped
-            infos.append(info)
     return infos
 
 
@@ -125,9 +130,7 @@ def resolve_adapter(name_or_path: str, adapters_dir: Path) -> AdapterInfo:
     candidate = Path(name_or_path).expanduser()
     for root, shipped in ((Path(adapters_dir), False), (SHIPPED_DIR, True)):
         if NAME_RE.match(name_or_path) and (root / name_or_path).is_dir():
-            info = read_adapter(root / name_or_path)
-            info.shipped = shipped
-            return info
+            return read_adapter(root / name_or_path, shipped=shipped)
     if candidate.is_dir():
         return read_adapter(candidate)
     known = ", ".join(info.name for info in list_adapters(adapters_dir, shipped=True)) or "none"

@@ -124,6 +124,11 @@ def _stem(word: str) -> str:
     return word
 
 
+def _stems(text: str) -> set[str]:
+    """The stemmed content words of `text`."""
+    return {_stem(w) for w in content_words(text)}
+
+
 def key_terms(question: str) -> set[str]:
     """The question's subject words, stemmed: its content words without the words of its form."""
     return {_stem(w) for w in content_words(question) if w not in _QUESTION_FORM}
@@ -136,7 +141,7 @@ def coverage(question: str, hits: Sequence[Hit]) -> float:
     terms = key_terms(question)
     if not terms:
         return 1.0
-    found = set().union(*({_stem(w) for w in content_words(h.text)} for h in hits)) if hits else set()
+    found = set().union(*(_stems(h.text) for h in hits)) if hits else set()
     return len(terms & found) / len(terms)
 
 
@@ -150,7 +155,7 @@ def addresses(question: str, answer: str, hits: Sequence[Hit], cited: Iterable[i
     and joining, and "The Tidy T3 is a fictional product." does not answer it; "There are several
     advantages." does answer "Why are Python strings immutable?" when it cites the section of that title."""
     terms = key_terms(question)
-    named = [{_stem(w) for w in content_words(f"{h.heading} {h.text}")} for h in hits]
+    named = [_stems(f"{h.heading} {h.text}") for h in hits]
     cited = [n for n in cited if 1 <= n <= len(hits)]
     if cited and not terms & set().union(*named) <= set().union(*(named[n - 1] for n in cited)):
         return False
@@ -158,8 +163,8 @@ def addresses(question: str, answer: str, hits: Sequence[Hit], cited: Iterable[i
         return bool(_NUMBER.search(_CITATION.sub(" ", answer)))
     if not terms or not hits:
         return True
-    said = content_words(answer).union(*(content_words(hits[n - 1].heading) for n in cited))
-    return bool((terms - set.intersection(*named) or terms) & {_stem(w) for w in said})
+    said = _stems(answer).union(*(_stems(hits[n - 1].heading) for n in cited))
+    return bool((terms - set.intersection(*named) or terms) & said)
 
 
 def cited_numbers(text: str) -> list[int]:
@@ -237,12 +242,12 @@ class Attributor:
         wants_number = bool(_QUANTITY_QUESTION.search(question))
         candidates, focus = [], []  # focus: the key terms its heading path leaves to the sentence
         for n, hit in enumerate(hits, start=1):
-            topic = {_stem(w) for w in content_words(hit.heading)}
-            if not terms <= topic | {_stem(w) for w in content_words(hit.text)}:
+            topic = _stems(hit.heading)
+            if not terms <= topic | _stems(hit.text):
                 continue
             for span in sentences(hit.text):
                 text = hit.text[span.start:span.end]
-                words = {_stem(w) for w in content_words(text)}
+                words = _stems(text)
                 if (len(text.split()) >= 4 and not text.rstrip().endswith("?") and len(words - terms) >= 2
                         and (not wants_number or _NUMBER.search(text))):
                     candidates.append((n, span))

@@ -11,7 +11,7 @@ from rag.chunking import Chunker
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.errors import ConfigError
 from rag.generator import GenerationError, Generator, LocalGenerator, OpenAIGenerator
-from rag.models import is_embedded, resolve_model
+from rag.models import resolve_model
 from rag.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from rag.retriever import Retriever
 from rag.settings import Settings
@@ -96,7 +96,7 @@ def make_generator(settings: Settings, adapter: str | None = None) -> Generator:
                 )
         return generator
     info = resolve_adapter(adapter, settings.adapters_dir) if adapter else None
-    if info is not None and info.shipped and not is_embedded(settings.model):
+    if info is not None and not info.fits(settings.model):
         raise AdapterError(f"adapter {adapter!r} ships for the embedded SmolLM2 ({info.base_model}); it does not fit "
                            f"model {settings.model!r}")
     return LocalGenerator(resolve_model(settings.model, settings.cache_dir), settings.device,
