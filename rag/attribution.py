@@ -7,7 +7,8 @@ left to the model. Each answer sentence is scored against each retrieved passage
 where "new" leaves out the words of the question: echoing the question is no evidence (the lexical
 share of a sentence that only echoes it is 0);
 the passage with the best support is cited as [n] where the model cited nothing (or cited only
-passages that do not support the sentence, when one does), and a sentence
+passages that do not support the sentence, when one does). A number the model gave to a passage
+that does not support its sentence is removed, so every [n] shown backs its sentence, and a sentence
 that no passage supports (support < SUPPORTED) is marked unsupported. The passage sentence that
 matched best is kept as the highlight to show inside each source. When the whole answer is
 unsupported, `best_quote` offers the passage sentence that best answers the question instead.
@@ -50,12 +51,13 @@ class Span:
 
 @dataclass
 class Citation:
-    sentence: str
+    sentence: str  # as shown, with the markers as attribution left them
     passages: list[int]  # 1-based numbers of the passages cited for it (the model's, else ours)
     support: float  # the best passage's support, 0..1
     supported: bool
     added: bool = False  # True when the model cited nothing and the number was added here
     replaced: bool = False  # True when the model's citation supported nothing and the best passage's replaced it
+    dropped: list[int] = field(default_factory=list)  # the model's numbers removed: those passages back nothing here
 
     def as_dict(self) -> dict:
         return {"sentence": self.sentence, "passages": self.passages, "support": round(self.support, 4),
@@ -187,20 +189,24 @@ class Attributor:
         for i, (span, claim) in enumerate(zip(spans, claims)):
             best = int(np.argmax(support[i]))
             cited = [n for n in cited_numbers(claim) if 1 <= n <= len(hits)]
+            backing = [n for n in cited if support[i][n - 1] >= SUPPORTED]
             score = float(support[i][best])
             supported = score >= SUPPORTED
             added = not cited and supported
             # the model cited passages that do not support the sentence, and another one does
-            replaced = bool(cited) and supported and all(support[i][n - 1] < SUPPORTED for n in cited)
-            if added or replaced:
-                cited = [best + 1]
-                marked = _with_marker(_CITATION_MARK.sub("", claim) if replaced else claim, best + 1)
-                pieces += [answer[cursor:span.start], marked]
+            replaced = bool(cited) and supported and not backing
+            # a number that backs nothing is not shown as a source: the others stay, or the sentence
+            # is left unsupported without a marker when no passage backs it
+            dropped = [n for n in cited if n not in backing] if not replaced else []
+            if added or replaced or dropped:
+                cited = [best + 1] if added or replaced else backing
+                claim = _with_marker(claim if added else _CITATION_MARK.sub("", claim), cited)
+                pieces += [answer[cursor:span.start], claim]
                 cursor = span.end
             for n in cited:
                 if support[i][n - 1] >= SUPPORTED and n not in highlights:
                     highlights[n] = passage_spans[n - 1][best_sentence[i][n - 1]]
-            citations.append(Citation(claim, cited, score, supported, added, replaced))
+            citations.append(Citation(claim, cited, score, supported, added, replaced, dropped))
         pieces.append(answer[cursor:])
         return Attribution("".join(pieces), citations, highlights)
 
@@ -272,9 +278,12 @@ _NUMBER = re.compile(  # "T3" and "[2]" are names and citations, not numbers
     r"hundred|thousand|million|billion|dozen|half|once|twice|single|double)\b", re.IGNORECASE)
 
 
-def _with_marker(sentence: str, number: int) -> str:
-    """'It was lit in 1887.' -> 'It was lit in 1887 [1].'"""
+def _with_marker(sentence: str, numbers: list[int]) -> str:
+    """'It was lit in 1887.' -> 'It was lit in 1887 [1].'; no numbers: the sentence as it is."""
     stripped = sentence.rstrip()
+    if not numbers:
+        return stripped
+    marker = f"[{', '.join(map(str, numbers))}]"
     if stripped and stripped[-1] in ".!?":
-        return f"{stripped[:-1]} [{number}]{stripped[-1]}"
-    return f"{stripped} [{number}]"
+        return f"{stripped[:-1]} {marker}{stripped[-1]}"
+    return f"{stripped} {marker}"

@@ -215,6 +215,26 @@ def test_a_citation_of_a_passage_that_does_not_support_the_sentence_is_replaced(
     assert kept.answer == f"The Tidy T3 has a two-year warranty [{right}]." and not kept.citations[0].replaced
 
 
+def test_a_citation_of_a_passage_that_backs_nothing_is_removed(sample_collection, embedder):
+    """A number shown as a source backs its sentence: one that backs nothing is dropped, and a
+    sentence that no passage supports keeps no marker at all (it is flagged unsupported)."""
+    from rag.attribution import Attributor
+
+    hits = Retriever(sample_collection, embedder).search("How long is the Tidy T3 warranty?", k=3)
+    right = next(n for n, h in enumerate(hits, start=1) if "two-year warranty" in h.text)
+    wrong = next(n for n in range(1, len(hits) + 1) if n != right)
+    both = Attributor(embedder).attribute(f"The Tidy T3 has a two-year warranty [{right}, {wrong}].", hits)
+    assert both.answer == f"The Tidy T3 has a two-year warranty [{right}]."
+    assert both.citations[0].passages == [right] and both.citations[0].dropped == [wrong]
+    invented = Attributor(embedder).attribute(
+        f"The Tidy T3 has a two-year warranty [{right}]. Here is an example of its firmware in Rust: [{wrong}]", hits)
+    assert invented.answer == f"The Tidy T3 has a two-year warranty [{right}]. Here is an example of its firmware in Rust:"
+    kept, removed = invented.citations
+    assert kept.passages == [right] and kept.supported and not kept.dropped
+    assert removed.passages == [] and removed.dropped == [wrong] and not removed.supported
+    assert removed.sentence == "Here is an example of its firmware in Rust:"
+
+
 def test_a_citation_after_the_full_stop_is_part_of_its_sentence(sample_collection, embedder):
     """"... warranty. [1]" is one cited sentence, not a supported one plus an unsupported "[1]"."""
     from rag.attribution import sentences
