@@ -126,6 +126,8 @@ def ingest(
     start = time.perf_counter()
     report, files = start_report(collection.name, paths)
     notify = progress or (lambda event: None)
+    if collection.embedding_dtype is None:  # a new collection takes the embedder's precision
+        collection.set_meta({"embedding_dtype": embedder.dtype})
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
         known = collection.file_hashes()
         batch = _Batch(embedder, writer, report, known)

@@ -92,9 +92,15 @@ def test_a_collection_records_its_precision_and_refuses_mixing(tmp_path, embedde
         open_collection(settings, bf16_embedder, create=True)
     # reading (queries only) is not writing: a query in another precision is allowed
     open_collection(settings, bf16_embedder).close()
+    # ingest into a new collection opened without the settings records the embedder's precision too
+    direct = Collection.open(tmp_path / "direct", bf16_embedder.name, bf16_embedder.dim, create=True)
+    ingest([SAMPLE / "green_tea.txt"], direct, bf16_embedder, chunker)
+    assert direct.get_meta("embedding_dtype") == "bfloat16" == recorded_dtype(tmp_path / "direct")
     # a collection made before the precision was recorded holds float32 vectors
     legacy = Collection.open(tmp_path / "legacy", embedder.name, embedder.dim, create=True)
     ingest([SAMPLE / "green_tea.txt"], legacy, embedder, chunker)
+    with legacy.db:
+        legacy.db.execute("DELETE FROM meta WHERE key = 'embedding_dtype'")
     assert legacy.get_meta("embedding_dtype") is None and legacy.embedding_dtype == "float32"
     assert recorded_dtype(tmp_path / "legacy") == "float32" and recorded_dtype(tmp_path / "none") is None
 
