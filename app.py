@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import re
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and FAISS load OpenMP; see rag/cli.py _quiet
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import streamlit as st
 
 from ingest.pipeline import ingest
@@ -30,7 +33,6 @@ from rag.retriever import Retriever
 from rag.settings import MODES, Settings, load_settings
 from rag.store import DB_NAME, list_collections
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UPLOAD_WAIT_S = 600.0  # how long an upload queues behind another ingest into the same collection
 
 st.set_page_config(page_title="ragvsft chat", page_icon="📚", layout="wide")

@@ -252,13 +252,16 @@ class AnswerStream:
         generate_s = time.perf_counter() - start
         prompt_s = self._stages.get("prompt_s", 0.0)
         timings = {"retrieve_s": self._retrieve_s, **self._stages, "first_token_s": first or generate_s,
-                   "generate_s": generate_s, "total_s": self._retrieve_s + prompt_s + generate_s}
+                   "generate_s": generate_s, "attribute_s": 0.0, "total_s": self._retrieve_s + prompt_s + generate_s}
         answer = Answer(self.question, text.strip(), self.sources, self.mode, timings, notes, self.messages,
                         model_answer=text.strip(), gated=self.gated, query=self.query)
         if self.gated or is_abstention(answer.answer):
             answer.kind = "abstained"
         elif answer_mode(self.mode).retrieval and self.sources:
+            start = time.perf_counter()
             self.attribute(answer)
+            timings["attribute_s"] = time.perf_counter() - start  # after the last token: citations, fallback
+            timings["total_s"] += timings["attribute_s"]
         self.answer = answer
 
     def _generate(self, notes: list[str]) -> Iterator[str]:

