@@ -5,7 +5,7 @@ document's text (its heading, which repeats the question, left out) as one file
 into a scratch collection (named by a hash of its id), then scores dense, BM25 and hybrid rankings at document level: hit@1,
 hit@3, MRR and nDCG@10 with 95 % bootstrap intervals, all three modes side by side in one run.
 
-    python bench/beir_faq.py [--set data/beir/python-faq] [--out bench/results/beir_faq.json]
+    python bench/beir_faq.py [--set data/beir/python-faq] [--work EMPTY_FOLDER] [--out bench/results/beir_faq.json]
 """
 
 from __future__ import annotations
@@ -77,11 +77,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default=str(ROOT / "data" / "beir" / "python-faq"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "beir_faq.json"))
+    parser.add_argument("--work", help="an empty folder to build the FAQ collection in, left there for "
+                                       "bench/embedding.py (default: a temporary folder)")
     args = parser.parse_args()
 
     from rag.retriever import Retriever
 
-    work = Path(tempfile.mkdtemp(prefix="bench-beir-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-beir-"))
+    if (work / "faq").exists():  # ingest is incremental: a kept collection would measure nothing
+        raise SystemExit(f"{work}: already holds a FAQ collection; give an empty folder")
+    work.mkdir(parents=True, exist_ok=True)
     beir, collection, embedder, report, doc_of = faq_collection(Path(args.set), work)
     retriever = Retriever(collection, embedder)
     judged = [q for q in beir.queries if beir.qrels.get(q)]
