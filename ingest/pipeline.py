@@ -34,7 +34,11 @@ from rag.store import Collection, Writer
 COMMIT_EVERY = 32
 COMMIT_SECONDS = 10.0
 EMBED_STEP = 256  # chunks per embedding call, across files; progress is reported after each
-READ_AHEAD = 16  # files the reader thread hashes and parses ahead of the embedding
+# How far the reader thread hashes and parses ahead of the embedding: up to READ_AHEAD_CHUNKS chunks
+# (one file may hold more), so that the next batch is ready when the embedder wants it whether files
+# are small or large, and at most READ_AHEAD_FILES files (unchanged ones carry no chunks).
+READ_AHEAD_CHUNKS = 2 * EMBED_STEP
+READ_AHEAD_FILES = 1024
 
 
 @dataclass
@@ -119,8 +123,8 @@ def ingest(
     `settings` gives the index type and its exact threshold (defaults when None); `wait`: seconds to
     queue behind another writer of the collection (0: fail at once).
 
-    The stages overlap: a reader thread hashes, parses and chunks up to READ_AHEAD files ahead while
-    this thread embeds, and chunks are embedded EMBED_STEP at a time across files, so many small
+    The stages overlap: a reader thread hashes, parses and chunks up to READ_AHEAD_CHUNKS chunks ahead
+    while this thread embeds, and chunks are embedded EMBED_STEP at a time across files, so many small
     files still make full batches (sentence-transformers sorts each batch by length)."""
     settings = settings or Settings()
     start = time.perf_counter()
@@ -168,11 +172,14 @@ class ReadAhead:
 
 
 def read_ahead(files: list[Path], known: dict[str, str], chunker: Chunker, max_file_mb: float | None = None,
-               depth: int = READ_AHEAD) -> Iterator[ReadAhead]:
-    """`files` hashed, and parsed where new or changed, in a thread that stays at most `depth` files
-    ahead of the consumer; in order. A bug in the thread is raised here; stopping early stops it."""
+               chunks: int = READ_AHEAD_CHUNKS, depth: int = READ_AHEAD_FILES) -> Iterator[ReadAhead]:
+    """`files` hashed, and parsed where new or changed, in a thread that stays at most `chunks` parsed
+    chunks (a file whose chunks alone are more still goes) and `depth` files ahead of the consumer; in
+    order. A bug in the thread is raised here; stopping early stops it."""
     results: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
+    room = threading.Condition()
+    ahead = [0]  # chunks parsed and not yet taken by the consumer
     # The thread's own copy: a fast tokenizer keeps its padding and truncation state between calls,
     # so chunking (token counts) beside the embedder's padded batches on one tokenizer breaks both.
     chunker = copy.deepcopy(chunker)
@@ -186,10 +193,16 @@ def read_ahead(files: list[Path], known: dict[str, str], chunker: Chunker, max_f
                 continue
         return False
 
+    def wait_for_room() -> None:
+        with room:
+            while ahead[0] >= chunks and not stop.is_set():
+                room.wait(timeout=0.1)
+
     def work() -> None:
         try:
             _yield_to_embedding()
             for path in files:
+                wait_for_room()
                 try:
                     hashed: tuple[str, int] | LoadError | OSError = sha256_file(path)
                 except (LoadError, OSError) as exc:
@@ -200,6 +213,8 @@ def read_ahead(files: list[Path], known: dict[str, str], chunker: Chunker, max_f
                         item.parsed = parse_file(path, chunker, max_file_mb)
                     except LoadError as exc:
                         item.parsed = exc
+                with room:
+                    ahead[0] += _chunk_count(item)
                 if not put(item):
                     return
             put(_DONE)
@@ -212,10 +227,17 @@ def read_ahead(files: list[Path], known: dict[str, str], chunker: Chunker, max_f
         while (item := results.get()) is not _DONE:
             if isinstance(item, _Failed):
                 raise item.exc
+            with room:
+                ahead[0] -= _chunk_count(item)
+                room.notify()
             yield item
     finally:
         stop.set()
         thread.join()
+
+
+def _chunk_count(item: ReadAhead) -> int:
+    return len(item.parsed[1]) if isinstance(item.parsed, tuple) else 0
 
 
 _DONE = object()

@@ -1,5 +1,6 @@
 """The ingest stages overlap and batch across files: many small files make full embedding batches,
-a file split over batches gets its own vectors, the reader stays a bounded number of files ahead,
+a file split over batches gets its own vectors, the reader stays a bounded number of files and of
+chunks ahead,
 and a bug in the reader thread surfaces with its traceback (real MiniLM, FAISS and SQLite)."""
 
 import threading
@@ -77,6 +78,30 @@ def test_reader_stays_a_bounded_number_of_files_ahead(tmp_path, chunker):
         pipeline.parse_file = original
     assert seen == 40
     assert not [t for t in threading.enumerate() if t.name == "ingest-reader"]
+
+
+def test_reader_stays_a_bounded_number_of_chunks_ahead(tmp_path, chunker, monkeypatch):
+    """Small files: the bound is in chunks, so a batch's worth is ready however small the files are;
+    a file with more chunks than the bound still goes through."""
+    docs = small_files(tmp_path / "docs", 30)
+    (docs / "note-015-big.txt").write_text(" ".join(f"word{i} is here." for i in range(2000)))
+    files = sorted(docs.iterdir())
+    made: list[int] = []  # chunks of each file the reader parsed, in order
+    original = pipeline.parse_file
+
+    def counting_parse(path, *args):
+        doc, chunks = original(path, *args)
+        made.append(len(chunks))
+        return doc, chunks
+
+    monkeypatch.setattr(pipeline, "parse_file", counting_parse)
+    taken = 0
+    for seen, item in enumerate(read_ahead(files, {}, chunker, chunks=3, depth=100), start=1):
+        taken += len(item.parsed[1])
+        time.sleep(0.02)  # a slow consumer: the reader must wait for it
+        assert sum(made) - taken <= 3 + made[-1]  # the file parsed last may take it past the bound
+        assert item.path == files[seen - 1]
+    assert seen == len(files) and max(made) > 3 and taken == sum(made)
 
 
 def test_a_bug_in_the_reader_thread_is_raised_and_nothing_is_stored(tmp_path, collection, embedder, chunker,
