@@ -30,14 +30,17 @@ from rag.store import Collection, Writer
 
 # A commit (index file, BM25 folder, fsyncs) costs about as much as embedding a few files, so it comes
 # once COMMIT_EVERY files are staged and COMMIT_SECONDS have passed since the last one: a crash loses
-# at most about that much work, never stored data.
+# at most about that much work, never stored data. A commit rebuilds BM25 from every chunk, so it
+# grows with the collection (3 s at 100,000 chunks here, ~30 s at a million); the wait after one is
+# stretched so that commits take at most COMMIT_SHARE of an ingest's time.
 COMMIT_EVERY = 32
 COMMIT_SECONDS = 10.0
+COMMIT_SHARE = 0.1
 EMBED_STEP = 256  # chunks per embedding call, across files; progress is reported after each
 # How far the reader thread hashes and parses ahead of the embedding: up to READ_AHEAD_CHUNKS chunks
 # (one file may hold more), so that the next batch is ready when the embedder wants it whether files
 # are small or large, and at most READ_AHEAD_FILES files (unchanged ones carry no chunks).
-READ_AHEAD_CHUNKS = 2 * EMBED_STEP
+READ_AHEAD_CHUNKS = 16 * EMBED_STEP  # a few MB of text; covers a commit's pause on a fast embedder
 READ_AHEAD_FILES = 1024
 
 
@@ -135,7 +138,7 @@ def ingest(
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
         known = collection.file_hashes()
         batch = _Batch(embedder, writer, report, known)
-        committed = time.monotonic()
+        committed, wait_s = time.monotonic(), COMMIT_SECONDS
         notify(Progress(0, len(files), 0))
         for done, item in enumerate(read_ahead(files, known, chunker, settings.max_file_mb), start=1):
             key = str(item.path)
@@ -147,9 +150,11 @@ def ingest(
                     while batch.full():
                         batch.embed()
                         notify(batch.progress(done - 1, len(files)))
-            if writer.pending >= COMMIT_EVERY and time.monotonic() - committed >= COMMIT_SECONDS:
+            if writer.pending >= COMMIT_EVERY and time.monotonic() - committed >= wait_s:
+                began = time.monotonic()
                 commit(writer, report)  # the writer holds whole files only
                 committed = time.monotonic()
+                wait_s = max(COMMIT_SECONDS, (committed - began) * (1 - COMMIT_SHARE) / COMMIT_SHARE)
         while batch.waiting:
             batch.embed()
             notify(batch.progress(len(files), len(files)))

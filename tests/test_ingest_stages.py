@@ -104,6 +104,31 @@ def test_reader_stays_a_bounded_number_of_chunks_ahead(tmp_path, chunker, monkey
     assert seen == len(files) and max(made) > 3 and taken == sum(made)
 
 
+def test_commits_take_a_bounded_share_of_the_ingest_however_slow_they_get(tmp_path, collection, embedder,
+                                                                            chunker, monkeypatch):
+    """A commit rebuilds BM25 from every chunk, so it slows as the collection grows; the wait after
+    one grows with it, and periodic commits stay near COMMIT_SHARE of the time instead of taking
+    over a bulk ingest of a large collection."""
+    docs = small_files(tmp_path / "docs", 120)
+    monkeypatch.setattr(pipeline, "EMBED_STEP", 4)  # a file is staged after every few chunks
+    monkeypatch.setattr(pipeline, "COMMIT_EVERY", 1)
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0.0)
+    spent: list[float] = []
+    original = pipeline.commit
+
+    def slow_commit(writer, report):  # a commit as slow as one into a collection of millions
+        began = time.monotonic()
+        time.sleep(0.25)
+        original(writer, report)
+        spent.append(time.monotonic() - began)
+
+    monkeypatch.setattr(pipeline, "commit", slow_commit)
+    report = ingest([docs], collection, embedder, chunker)
+    assert report.chunks_added == 120 and collection.count()[0] == 120
+    periodic = sum(spent[:-1])  # the last one ends the ingest whatever its cost
+    assert 2 <= len(spent) and periodic <= 2 * pipeline.COMMIT_SHARE * report.seconds + 0.3, (spent, report.seconds)
+
+
 def test_a_bug_in_the_reader_thread_is_raised_and_nothing_is_stored(tmp_path, collection, embedder, chunker,
                                                                      monkeypatch):
     docs = small_files(tmp_path / "docs", 5)
