@@ -203,8 +203,8 @@ class Attributor:
                 claim = _with_marker(claim if added else _CITATION_MARK.sub("", claim), cited)
                 pieces += [answer[cursor:span.start], claim]
                 cursor = span.end
-            for n in cited:
-                if support[i][n - 1] >= SUPPORTED and n not in highlights:
+            for n in cited:  # every number left backs the sentence
+                if n not in highlights:
                     highlights[n] = passage_spans[n - 1][best_sentence[i][n - 1]]
             citations.append(Citation(claim, cited, score, supported, added, replaced, dropped))
         pieces.append(answer[cursor:])
