@@ -19,6 +19,7 @@ from ingest.uploads import save_uploads
 from rag.adapters import list_adapters
 from rag.components import (
     embedding_dtype,
+    embedding_model,
     make_assistant,
     make_chunker,
     make_embedder,
@@ -40,7 +41,7 @@ st.set_page_config(page_title="ragvsft chat", page_icon="📚", layout="wide")
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def embedder_for(model: str, device: str, dtype: str):
-    return make_embedder(Settings(embedding_model=model, device=device, embedding_dtype=dtype))
+    return make_embedder(Settings(device=device, embedding_dtype=dtype), model=model)
 
 
 @st.cache_resource(show_spinner="Loading the language model… (the first start converts it, ~20 s)")
@@ -49,10 +50,11 @@ def generator_for(settings: Settings, adapter: str | None):
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
-def retriever_for(settings: Settings) -> Retriever:
+def retriever_for(settings: Settings, model: str) -> Retriever:
     # Kept across messages: the FAISS index and the BM25 index are built once, and the retriever
-    # reloads by itself when an ingest commits a new generation.
-    embedder = embedder_for(settings.embedding_model, settings.device, embedding_dtype(settings))
+    # reloads by itself when an ingest commits a new generation. `model` (embedding_model(settings))
+    # is part of the key: `rag tune --adapt-embedder` re-embeds the collection with another model.
+    embedder = embedder_for(model, settings.device, embedding_dtype(settings))
     return make_retriever(settings, embedder)  # with the settings' reranker
 
 
@@ -98,7 +100,11 @@ with st.sidebar:
         st.session_state.messages = []
 
 settings = base.replace(collection=collection, backend=backend, base_url=base_url, k=k, mode=retrieval)
-embedder = embedder_for(settings.embedding_model, settings.device, embedding_dtype(settings))
+try:
+    embedder = embedder_for(embedding_model(settings), settings.device, embedding_dtype(settings))
+except RagError as exc:  # e.g. an adapted collection whose model folder was deleted
+    st.error(str(exc))
+    st.stop()
 
 with st.sidebar.expander("Add documents", expanded=not collections):
     uploads = st.file_uploader("PDF, text, Markdown or HTML", type=["pdf", "txt", "md", "html", "htm"],
@@ -206,7 +212,8 @@ if question:
             if use_rag and not (settings.collection_dir / DB_NAME).exists():
                 st.info(NO_COLLECTION)
                 st.stop()
-            retriever = retriever_for(settings.replace(k=base.k, mode=base.mode)) if use_rag else None
+            retriever = (retriever_for(settings.replace(k=base.k, mode=base.mode), embedding_model(settings))
+                         if use_rag else None)
             assistant = make_assistant(settings, generator_for(settings, adapter), retriever)
             with st.spinner("Retrieving…"):
                 stream = assistant.ask_stream(question, answer_mode, history)

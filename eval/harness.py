@@ -77,7 +77,7 @@ def run(config: EvalConfig, settings: Settings, progress: Callable = lambda item
         # the retriever of every RAG arm, behind the settings' reranker (an LLM reranker asks the base model)
         retriever = make_retriever(settings, embedder, collection, generator=base) if collection else None
         identity = {"backend": settings.backend, "model": settings.model, "model_path": model_path,
-                    "embedding_model": settings.embedding_model}
+                    "embedding_model": embedder.name}  # a collection's adapted copy, where it has one
         arms = Arms(retriever, Model(base, generator_identity(**identity)),
                     Model(tuned, generator_identity(**identity, adapter=lora)) if tuned else None,
                     settings, token_counter(model_path))

@@ -30,7 +30,9 @@ def model_hash(model: str | Path, config_name: str = "config.json") -> str | Non
     return hashlib.sha256((config_file.read_text() + json.dumps(listing)).encode()).hexdigest()[:16]
 
 
-def provenance(settings, config: EvalConfig, model: str, adapter, root: Path = ROOT) -> dict:
+def provenance(settings, config: EvalConfig, model: str, adapter, root: Path = ROOT,
+               embedder: str | None = None) -> dict:
+    """`embedder`: the embedding model's name as the collection records it (an adapted copy's too)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -46,7 +48,7 @@ def provenance(settings, config: EvalConfig, model: str, adapter, root: Path = R
     return {
         "git_sha": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "packages": versions,
-        "model": model, "model_hash": model_hash(model), "embedding_model": settings.embedding_model,
+        "model": model, "model_hash": model_hash(model), "embedding_model": embedder or settings.embedding_model,
         "qa_sha256": hashlib.sha256(Path(config.qa or Path(config.beir) / "queries.jsonl").read_bytes()).hexdigest()[:16],
         "adapter": None if adapter is None else {"name": adapter.name, "method": adapter.card.get("method"),
                                                  "rank": adapter.rank, "data_sha256": adapter.card.get("data_sha256")},

@@ -23,7 +23,7 @@ def write_report(config: EvalConfig, settings, data: RunData, embedder, model: s
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     results = aggregate(config, data, embedder, k=settings.k)
-    results.provenance = provenance(settings, config, model, adapter)
+    results.provenance = provenance(settings, config, model, adapter, embedder=getattr(embedder, "name", None))
     results = Results.from_json(results.to_json())  # what results.json will hold: NaN as missing, rounded
     results.plots = plots(results, out)
     (out / "report.md").write_text(markdown(results), encoding="utf-8")

@@ -411,11 +411,13 @@ def commit(writer: Writer, report: IngestReport) -> None:
 
 def reembed(collection: Collection, embedder: Embedder, settings: Settings | None = None, *,
             wait: float = 0.0) -> dict:
-    """Every stored chunk embedded again by `embedder` (e.g. in another precision), in one new
-    generation that also records the embedder's precision; files are not read again."""
+    """Every stored chunk embedded again by `embedder` (e.g. in another precision, or an adapted
+    model), in one new generation that also records the embedder's name and precision; files are
+    not read again."""
     settings = settings or Settings()
     start = time.perf_counter()
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
-        chunks = writer.reembed(embedder.embed, {"embedding_dtype": embedder.dtype}, batch=EMBED_STEP)
+        chunks = writer.reembed(embedder.embed, {"model": embedder.name, "embedding_dtype": embedder.dtype},
+                                batch=EMBED_STEP)
     return {"collection": collection.name, "chunks": chunks, "embedding_dtype": embedder.dtype,
             "seconds": round(time.perf_counter() - start, 3)}

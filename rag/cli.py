@@ -409,13 +409,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rag.tune import tune
 
     settings = _settings(args)
-    embedder = make_embedder(settings)
-    collection = open_collection(settings, embedder)
     if args.negatives == settings.collection:
         raise UserError("--negatives must name another collection: this one's questions are answerable")
+    quiet = args.json and not sys.stderr.isatty()
+    adapted = None
+    if args.adapt_embedder or args.base_embedder:
+        adapted = _switch_embedder(settings, args, quiet)
+    embedder = make_embedder(settings)
+    collection = open_collection(settings, embedder)
     negatives = open_collection(settings.replace(collection=args.negatives)) if args.negatives else None
     ask = teacher_ask(args.teacher_url, args.teacher_model or "", settings.api_key) if args.teacher_url else None
-    quiet = args.json and not sys.stderr.isatty()
     report = tune(
         collection, embedder, questions=args.questions, seed=args.seed, ask=ask,
         teacher_name=args.teacher_model or args.teacher_url or "", negatives=negatives,
@@ -423,10 +426,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
         progress=lambda items, **kw: tqdm(items, file=sys.stderr, disable=quiet, **kw),
     )
     if args.json:
-        print(json.dumps(report.as_dict()))
+        print(json.dumps(report.as_dict() | ({"embedder": adapted} if adapted else {})))
         return 0
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
+    if adapted and "held_out_mrr" in adapted:
+        mrr = adapted["held_out_mrr"]
+        print(f"embedding model adapted: {adapted['model']} ({adapted['pairs']} pairs, {adapted['train_s']:.0f} s; "
+              f"held-out MRR@10 {mrr['base']:.3f} -> {mrr['adapted']:.3f}); {adapted['chunks']} chunks re-embedded "
+              f"in {adapted['reembed_s']:.0f} s")
+    elif adapted:
+        print(f"embedding model: {adapted['model']} ({adapted['chunks']} chunks re-embedded)")
     print(f"{'candidate':18} {'nDCG@10':>7} {'hit@1':>6} {'MRR':>6}")
     for c in report.candidates:
         print(f"{c.name:18} {c.scores['ndcg@10']:7.3f} {c.scores['hit@1']:6.3f} {c.scores['mrr']:6.3f}")
@@ -439,6 +449,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"correction {report.correction}) -> "
           f"default mode {report.mode}, hybrid weights {weights} (dense:BM25), {gate}; recorded in {collection.folder}")
     return 0
+
+
+def _switch_embedder(settings, args: argparse.Namespace, quiet: bool) -> dict:
+    """`rag tune --adapt-embedder` / `--base-embedder`: what was done, for the report."""
+    from tqdm import tqdm
+
+    from rag.adapt import adapt_collection, restore_base
+
+    if args.base_embedder:
+        return restore_base(settings)
+    if args.adapt_pairs <= 0:
+        raise UserError(f"--adapt-pairs must be positive, got {args.adapt_pairs}")
+    bars = []  # made at the first step: a collection refused before training shows no bar
+
+    def progress(step: int, steps: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=steps, desc="adapting the embedding model", unit="step", file=sys.stderr,
+                             disable=quiet))
+        bars[0].update(step - bars[0].n)
+
+    try:
+        return adapt_collection(settings, pairs=args.adapt_pairs, seed=args.seed, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
@@ -540,6 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--false-abstention", type=float, default=0.05,
                    help="share of answerable questions the abstain gate may refuse (default 0.05)")
     p.add_argument("--no-gate", action="store_true", help="record no abstain threshold (clears an earlier one)")
+    adapt = p.add_mutually_exclusive_group()
+    adapt.add_argument("--adapt-embedder", action="store_true",
+                       help="first adapt the embedding model to the collection's own text and re-embed it with the "
+                            "adapted copy (minutes per 10,000 chunks on a CPU)")
+    adapt.add_argument("--base-embedder", action="store_true",
+                       help="first re-embed an adapted collection with the base embedding model again")
+    p.add_argument("--adapt-pairs", type=int, default=6000, metavar="N",
+                   help="--adapt-embedder: training pairs drawn from the chunks (default 6000)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_tune)
 

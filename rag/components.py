@@ -5,17 +5,18 @@ The one place where settings turn into objects; the CLI, the UI and the eval har
 
 from __future__ import annotations
 
+from rag.adapt import base_of
 from rag.adapters import AdapterError, resolve_adapter
 from rag.answer import Assistant
 from rag.chunking import Chunker
-from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.embedding import Embedder, SentenceTransformerEmbedder, model_name
 from rag.errors import ConfigError
 from rag.generator import GenerationError, Generator, LocalGenerator, OpenAIGenerator
 from rag.models import resolve_model
 from rag.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from rag.retriever import Retriever
 from rag.settings import Settings
-from rag.store import Collection, recorded_dtype
+from rag.store import Collection, adapted_folder, recorded_dtype, recorded_model
 
 
 def embedding_dtype(settings: Settings, *, fresh: bool = False) -> str:
@@ -27,9 +28,25 @@ def embedding_dtype(settings: Settings, *, fresh: bool = False) -> str:
     return settings.embedding_dtype
 
 
-def make_embedder(settings: Settings, *, fresh: bool = False) -> Embedder:
-    return SentenceTransformerEmbedder(settings.embedding_model, settings.device, settings.embed_batch_size,
-                                       embedding_dtype(settings, fresh=fresh))
+def embedding_model(settings: Settings) -> str:
+    """The model that embeds for the settings' collection: `embedding_model`, or, when the collection
+    was adapted to (`rag tune --adapt-embedder`), its adapted copy of that model, a folder inside it."""
+    recorded = recorded_model(settings.collection_dir)
+    folder = adapted_folder(settings.collection_dir, recorded) if recorded else None
+    if folder is None or base_of(recorded) != model_name(settings.embedding_model):
+        return settings.embedding_model
+    if not folder.is_dir():
+        raise ConfigError(
+            f"collection '{settings.collection}' is embedded with its adapted model {recorded!r}, but its folder "
+            f"{folder} is missing: re-embed it with the base model: rag tune -c {settings.collection} --base-embedder"
+        )
+    return str(folder)
+
+
+def make_embedder(settings: Settings, *, fresh: bool = False, model: str | None = None) -> Embedder:
+    """`model`: this one instead of `embedding_model(settings)`."""
+    return SentenceTransformerEmbedder(model or embedding_model(settings), settings.device,
+                                       settings.embed_batch_size, embedding_dtype(settings, fresh=fresh))
 
 
 def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import functools
 import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ import numpy as np
 
 from rag.errors import ConfigError, MissingDependency
 
+ADAPTED_CARD = "ragvsft-embedder.json"  # rag.adapt writes it into an adapted model's folder
 DEFAULT_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 EMBEDDING_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -48,6 +50,20 @@ def resolve_model_path(name: str) -> str:
             )
         return str(Path(spec.submodule_search_locations[0]) / "model")
     return name
+
+
+def model_name(model: str) -> str:
+    """The name a collection records for `model`: the default model under one name, and a collection's
+    adapted copy (rag tune --adapt-embedder, a folder) under the name its card gives."""
+    if model in DEFAULT_MODEL_NAMES:
+        return "all-MiniLM-L6-v2"
+    card = Path(model) / ADAPTED_CARD
+    if card.is_file():
+        try:
+            return str(json.loads(card.read_text(encoding="utf-8"))["name"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{card}: unreadable adapted-model card ({exc})") from None
+    return model
 
 
 def pick_device(device: str) -> str:
@@ -94,7 +110,8 @@ class SentenceTransformerEmbedder:
             self._model = SentenceTransformer(path, device=device, model_kwargs={"dtype": getattr(torch, self.dtype)})
         except OSError as exc:
             raise ConfigError(f"embedding model {model!r} could not be loaded: {exc}") from None
-        self.name = "all-MiniLM-L6-v2" if model in DEFAULT_MODEL_NAMES else model
+        self.source = model  # what loads it again (a Ray actor does)
+        self.name = model_name(model)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.max_seq_length = int(self._model.max_seq_length)

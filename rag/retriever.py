@@ -84,7 +84,11 @@ class Retriever:
             raise ConfigError("question is empty")
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
-        self.collection.refresh()
+        if self.collection.refresh() and self.collection.model != self.embedder.name:
+            raise CollectionError(  # re-embedded by another process since it was opened (rag tune --adapt-embedder)
+                f"collection '{self.collection.name}' is now embedded with {self.collection.model!r}, not "
+                f"{self.embedder.name!r}: open it again"
+            )
         if self.collection.index.ntotal == 0:
             raise CollectionError(
                 f"collection '{self.collection.name}' is empty; add documents with: rag ingest PATH "

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # bm25s and the parsers behind chunking are imported where an
     from rag.chunking import Chunk
 
 DB_NAME = "collection.sqlite"
+ADAPTED_MARK = "@adapted-"  # an adapted embedding model's name: "<base model>@adapted-<digest>" (rag.adapt)
+ADAPTED_PREFIX = "embedder-"  # its folder inside the collection: "embedder-<digest>"
 LOCK_NAME = ".write.lock"
 STAGING_NAME = "staging"  # shards a distributed ingest wrote for its one commit (ingest/ray_engine.py)
 VECTOR_BATCH = 65_536  # rows read back from SQLite at a time when an index is built or extended
@@ -296,6 +298,8 @@ class Collection:
         found += [p for p in self.folder.glob("bm25-*") if p.name not in current]  # bm25-<gen>.tmp too
         found += list(self.folder.glob("index-*.faiss.tmp")) + list(self.folder.glob(f"{DB_NAME}.tmp-*"))
         found += [p for p in [self.folder / STAGING_NAME] if p.exists()]  # a distributed ingest's, never committed
+        recorded = adapted_folder(self.folder, self.model)  # rag tune --adapt-embedder's copy in use, if any
+        found += [p for p in self.folder.glob(f"{ADAPTED_PREFIX}*") if p != recorded]
         return sorted(found)
 
     def remove_orphans(self) -> list[Path]:
@@ -520,16 +524,37 @@ def _insert_file(db: sqlite3.Connection, path: str, sha256: str, size: int, n_ch
                (path, sha256, size, n_chunks, time.time()))
 
 
+def adapted_folder(collection_folder: Path, model: str) -> Path | None:
+    """The folder of the adapted model `model` inside a collection, or None when `model` is not one."""
+    if ADAPTED_MARK not in model:
+        return None
+    return Path(collection_folder) / f"{ADAPTED_PREFIX}{model.split(ADAPTED_MARK, 1)[1]}"
+
+
 def recorded_dtype(folder: Path) -> str | None:
     """`Collection.embedding_dtype` of the collection in `folder`, read without loading its index;
     None when there is no readable collection there (opening it will say why)."""
+    return _read_recorded(folder, _embedding_dtype)
+
+
+def recorded_model(folder: Path) -> str | None:
+    """`Collection.model` of the collection in `folder`, read without loading its index; None when
+    there is no readable collection there."""
+    def model(db: sqlite3.Connection) -> str | None:
+        row = db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        return row[0] if row else None
+
+    return _read_recorded(folder, model)
+
+
+def _read_recorded(folder: Path, read: Callable[[sqlite3.Connection], str | None]) -> str | None:
     db_path = Path(folder) / DB_NAME
     if not db_path.is_file():
         return None
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
-            return _embedding_dtype(db)
+            return read(db)
         finally:
             db.close()
     except sqlite3.DatabaseError:
