@@ -7,8 +7,8 @@ glues them: "thepackageisavailableforGNU/Linuxfrom". Such lines are found one by
 (`line_glued`), and pdfminer.six, which places word gaps by glyph geometry, re-reads their pages;
 its gaps are inserted into pdfium's line (`respace_page`), which keeps pdfium's characters and
 order. Short glued words ("anyother") do not show on a line, so pdfminer also reads two sample
-pages, and a file where it finds many missing gaps is re-spaced throughout. A page pdfium cannot
-load is read with pypdf. Every parser error, from any of the three, ends as one `PdfError` line.
+pages, and a file where it finds many missing gaps is re-spaced throughout. Words hyphenated at a
+line's end are then joined again (`dehyphenate`). A page pdfium cannot load is read with pypdf. Every parser error, from any of the three, ends as one `PdfError` line.
 
 It does not decode text files, repair mojibake, chunk or embed; rag/loading.py turns a `PdfText`
 into a Document.
@@ -118,6 +118,8 @@ def read_pdf(data: bytes) -> PdfText:
         spaces, pages, note = 0, 0, f"word gaps not checked ({_reason('pdfminer', exc)})"
     if spaces:
         warnings.append(f"{spaces} missing word gap(s) on {pages} page(s) restored with pdfminer.six")
+    vocabulary = Counter(_word(w) for t in texts for w in t.split())
+    texts = [dehyphenate(t, vocabulary) for t in texts]  # after re-spacing, which aligns the printed characters
     if note:
         warnings.append(note)
     sections: dict[int, list[tuple[int, str]]] = {}
@@ -125,6 +127,36 @@ def read_pdf(data: bytes) -> PdfText:
         if 0 <= index < len(texts):
             sections.setdefault(index, []).append((level, title))
     return PdfText([PdfPage(t, i + 1, sections.get(i, [])) for i, t in enumerate(texts)], warnings)
+
+
+# a word broken by a hyphen at a line's end, its rest at the next line's start with any punctuation
+# that follows it, and the spaces after that
+_LINE_END_HYPHEN = re.compile(r"\b([^\W\d_]+)-\n([ \t]*)([^\W\d_]+(?:-[^\W\d_]+)*)(?![\w-])([^\s\w-]*)([ \t]*)")
+_COMPOUND_PART = re.compile(r"[-/@:._\\]")  # in a token before the broken word: a compound, URL or path
+
+
+def dehyphenate(text: str, vocabulary: Counter[str]) -> str:
+    r"""Words hyphenated across a line break made whole again ("pro-\ngram" -> "program\n"), so that
+    BM25 and the embedder see the word. Only between lower-case letters ("LU-\nfactorization" stays).
+    The hyphen stays in a compound the document also prints hyphenated mid-line and never joined
+    ("hot-\nspot" -> "hot-spot"), and in the last part of a longer compound, URL or path
+    ("state-of-the-\nart", "https://example.org/some-\npage"). The word moves up to the first line
+    with its punctuation; the rest of the next line stays where it was."""
+    def join(match: re.Match) -> str:
+        left, indent, right, punctuation, _ = match.groups()
+        if not (left[-1].islower() and right[0].islower()):
+            return match.group()
+        joined, compound = left + right, f"{left}-{right}"
+        head = match.string[max(0, match.start() - 200):match.start()]
+        before = "" if not head or head[-1].isspace() else head.split()[-1]  # the token's part before `left`
+        if _COMPOUND_PART.search(before) or (vocabulary[compound.lower()] and not vocabulary[joined.lower()]):
+            word = compound
+        else:
+            word = joined
+        rest = match.string[match.end():match.end() + 1]
+        return f"{word}{punctuation}" + ("" if rest in ("", "\n") else f"\n{indent}")
+
+    return _LINE_END_HYPHEN.sub(join, text)
 
 
 def _reason(library: str, exc: BaseException) -> str:

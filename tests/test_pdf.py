@@ -70,6 +70,23 @@ def test_words_drawn_without_space_glyphs_are_read_apart(tmp_path: Path):
     assert any("word gap(s) on 1 page(s) restored with pdfminer.six" in w for w in doc.warnings)
 
 
+def test_words_hyphenated_at_line_ends_are_whole_again_and_compounds_keep_their_hyphen(tmp_path: Path):
+    path = tmp_path / "hyphens.pdf"
+    path.write_bytes(pdf_bytes([[
+        "Alpine marmots live in colonies on high mea-",
+        "dows, and dig long burrows into the slopes.",
+        "A marmot hot-spot lies below the pass; another hot-",
+        "spot lies near the lake, where an LU-",
+        "factorization would be out of place.",
+    ]]))
+    lines = load(path).pages[0].text.split("\n")
+    assert lines[0] == "Alpine marmots live in colonies on high meadows,"  # the word and its comma move up
+    assert lines[1] == "and dig long burrows into the slopes."
+    assert lines[2] == "A marmot hot-spot lies below the pass; another hot-spot"  # printed so mid-line
+    assert lines[3] == "lies near the lake, where an LU-"  # not between lower-case letters
+    assert lines[4] == "factorization would be out of place."
+
+
 def test_a_few_glued_lines_among_good_ones_are_found_and_respaced():
     rows: list[str | list[str]] = [*PROSE, *PROSE, GLUED, *PROSE, GLUED[3:], *PROSE]
     data = pdf_bytes([rows])
