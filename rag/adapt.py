@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import shutil
 import time
@@ -164,7 +165,8 @@ def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0,
     done: dict = {}
 
     def with_adapted(save: Callable[[], Path]) -> float:
-        with collection.writer(settings.index_type, settings.exact_threshold) as writer:
+        # minutes of training are not thrown away because an ingest holds the lock: queue behind it
+        with collection.writer(settings.index_type, settings.exact_threshold, wait=math.inf) as writer:
             embedder = make_embedder(settings, model=str(save()))
             start = time.perf_counter()
             done["chunks"] = writer.reembed(embedder.embed, {"model": embedder.name, "embedding_dtype": embedder.dtype},
@@ -191,7 +193,7 @@ def restore_base(settings: Settings) -> dict:
     try:
         if MARK not in collection.model:
             return {"model": collection.model, "chunks": 0}
-        done = reembed(collection, make_embedder(settings, model=settings.embedding_model), settings)
+        done = reembed(collection, make_embedder(settings, model=settings.embedding_model), settings, wait=math.inf)
     finally:
         collection.close()
     drop_unused(collection.folder, keep=None)
