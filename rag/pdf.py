@@ -8,7 +8,8 @@ glues them: "thepackageisavailableforGNU/Linuxfrom". Such lines are found one by
 its gaps are inserted into pdfium's line (`respace_page`), which keeps pdfium's characters and
 order. Short glued words ("anyother") do not show on a line, so pdfminer also reads two sample
 pages, and a file where it finds many missing gaps is re-spaced throughout. Words hyphenated at a
-line's end are then joined again (`dehyphenate`). A page pdfium cannot load is read with pypdf. Every parser error, from any of the three, ends as one `PdfError` line.
+line's end are then joined again (`dehyphenate`), and footnote numbers set apart from the word they
+touch (`split_footnote_marks`). A page pdfium cannot load is read with pypdf. Every parser error, from any of the three, ends as one `PdfError` line.
 
 It does not decode text files, repair mojibake, chunk or embed; rag/loading.py turns a `PdfText`
 into a Document.
@@ -119,7 +120,8 @@ def read_pdf(data: bytes) -> PdfText:
     if spaces:
         warnings.append(f"{spaces} missing word gap(s) on {pages} page(s) restored with pdfminer.six")
     vocabulary = Counter(_word(w) for t in texts for w in t.split())
-    texts = [dehyphenate(t, vocabulary) for t in texts]  # after re-spacing, which aligns the printed characters
+    # after re-spacing, which aligns the printed characters
+    texts = [split_footnote_marks(dehyphenate(t, vocabulary), vocabulary) for t in texts]
     if note:
         warnings.append(note)
     sections: dict[int, list[tuple[int, str]]] = {}
@@ -157,6 +159,20 @@ def dehyphenate(text: str, vocabulary: Counter[str]) -> str:
         return f"{word}{punctuation}" + ("" if rest in ("", "\n") else f"\n{indent}")
 
     return _LINE_END_HYPHEN.sub(join, text)
+
+
+_FOOTNOTE_MARK = re.compile(r"^([ \t]*)(\d{1,2})([A-Z][a-z]+)\b", re.MULTILINE)
+
+
+def split_footnote_marks(text: str, vocabulary: Counter[str]) -> str:
+    """A footnote's number set apart from its first word at a line's start ("2This" -> "2 This"): the
+    raised, smaller digit sits right against the word, with no gap for any extractor to see. Only
+    where the word also occurs elsewhere in the document, so that names like "3Com" stay whole."""
+    def split(match: re.Match) -> str:
+        indent, number, word = match.groups()
+        return f"{indent}{number} {word}" if vocabulary[word.lower()] else match.group()
+
+    return _FOOTNOTE_MARK.sub(split, text)
 
 
 def _reason(library: str, exc: BaseException) -> str:

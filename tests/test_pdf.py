@@ -87,6 +87,25 @@ def test_words_hyphenated_at_line_ends_are_whole_again_and_compounds_keep_their_
     assert lines[4] == "factorization would be out of place."
 
 
+def test_a_footnote_number_is_set_apart_from_the_word_it_touches(tmp_path: Path):
+    """A raised, smaller "2" right against "This", as LaTeX sets a footnote: pdfium reads "2This"."""
+    pdf = new_pdf()
+    pdf.add_page()
+    rows = [*PROSE[:2], "This colony is the oldest one on the mountain.", "Come and see 3Com."]
+    for n, row in enumerate(rows):
+        pdf.text(20, 30 + 6 * n, row)
+    pdf.set_font("Times", size=7)
+    pdf.text(20, 60 - 1.0, "2")
+    offset = pdf.get_string_width("2")
+    pdf.set_font("Times", size=9)
+    pdf.text(20 + offset, 60, "This colony was counted in the winter of 2019.")
+    path = tmp_path / "footnote.pdf"
+    path.write_bytes(bytes(pdf.output()))
+    lines = load(path).pages[0].text.split("\n")
+    assert lines[-1] == "2 This colony was counted in the winter of 2019."
+    assert "Come and see 3Com." in lines  # a name, not a footnote: "Com" occurs nowhere else
+
+
 def test_a_few_glued_lines_among_good_ones_are_found_and_respaced():
     rows: list[str | list[str]] = [*PROSE, *PROSE, GLUED, *PROSE, GLUED[3:], *PROSE]
     data = pdf_bytes([rows])
