@@ -409,14 +409,18 @@ def commit(writer: Writer, report: IngestReport) -> None:
     report.chunks_removed += removed
 
 
-def reembed(collection: Collection, embedder: Embedder, settings: Settings | None = None, *,
-            wait: float = 0.0) -> dict:
+def reembed(collection: Collection, embedder: Embedder | Callable[[], Embedder], settings: Settings | None = None,
+            *, wait: float = 0.0) -> dict:
     """Every stored chunk embedded again by `embedder` (e.g. in another precision, or an adapted
     model), in one new generation that also records the embedder's name and precision; files are
-    not read again."""
+    not read again. `embedder` may be a function that makes it, called once the write lock is held
+    (an adapted model is written into the collection's folder only then: the lock's orphan sweep
+    would take it before)."""
     settings = settings or Settings()
-    start = time.perf_counter()
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
+        if callable(embedder):
+            embedder = embedder()
+        start = time.perf_counter()
         chunks = writer.reembed(embedder.embed, {"model": embedder.name, "embedding_dtype": embedder.dtype},
                                 batch=EMBED_STEP)
     return {"collection": collection.name, "chunks": chunks, "embedding_dtype": embedder.dtype,

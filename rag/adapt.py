@@ -116,6 +116,15 @@ def held_out_mrr(model, pairs: list[tuple[str, str]], distractors: list[str], ba
     return float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
 
 
+def mixed_precision(device: str, dtype: str):
+    """bfloat16 autocast where the embedder runs in a half precision (the device computes it natively),
+    else a context that changes nothing; the weights stay float32 either way."""
+    import torch
+
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                          enabled=dtype in ("bfloat16", "float16"))
+
+
 def train(model, pairs: list[tuple[str, str]], *, device: str, dtype: str, seed: int = 0,
           learning_rate: float = LEARNING_RATE, batch: int = BATCH,
           progress: Callable[[int, int], None] = lambda step, steps: None) -> int:
@@ -133,14 +142,12 @@ def train(model, pairs: list[tuple[str, str]], *, device: str, dtype: str, seed:
     loss_fn = MultipleNegativesRankingLoss(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, int(WARMUP * len(batches))), len(batches))
-    autocast = dtype in ("bfloat16", "float16")
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
     model.train()
     try:
         for step, part in enumerate(batches, 1):
             features = [model.preprocess([q for q, _ in part]), model.preprocess([p for _, p in part])]
             features = [batch_to_device(f, model.device) for f in features]
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            with mixed_precision(device, dtype):
                 loss = loss_fn(features, None)
             loss.backward()
             optimizer.step()
@@ -156,7 +163,7 @@ def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0,
                      progress: Callable[[int, int], None] = lambda step, steps: None) -> dict:
     """Adapt the settings' embedding model to the settings' collection and re-embed it with the copy
     (`rag tune --adapt-embedder`); the AdaptReport as a dict, with the chunks re-embedded."""
-    from ingest.pipeline import EMBED_STEP
+    from ingest.pipeline import reembed
     from rag.components import make_embedder, open_collection
     from rag.embedding import model_name, pick_device, resolve_model_path
 
@@ -166,12 +173,9 @@ def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0,
 
     def with_adapted(save: Callable[[], Path]) -> float:
         # minutes of training are not thrown away because an ingest holds the lock: queue behind it
-        with collection.writer(settings.index_type, settings.exact_threshold, wait=math.inf) as writer:
-            embedder = make_embedder(settings, model=str(save()))
-            start = time.perf_counter()
-            done["chunks"] = writer.reembed(embedder.embed, {"model": embedder.name, "embedding_dtype": embedder.dtype},
-                                            batch=EMBED_STEP)
-        return time.perf_counter() - start
+        done.update(reembed(collection, lambda: make_embedder(settings, model=str(save())), settings,
+                            wait=math.inf))
+        return done["seconds"]
 
     try:
         report = adapt(collection, resolve_model_path(settings.embedding_model), model_name(settings.embedding_model),
@@ -207,8 +211,8 @@ def adapt(collection: Collection, base_path: str, base_name: str, *, device: str
     held-out pairs, and call `reembed(save)`: holding the collection's write lock (whose orphan sweep
     would take a folder the collection does not record yet), it calls `save()`, which writes the copy
     into the collection's folder and returns that folder, re-embeds the collection with it, records
-    its name, and returns the seconds taken. Raises AdaptError, with
-    nothing changed, when the collection is too small or the copy ranks the held-out pairs no better."""
+    its name, and returns the seconds taken. Raises AdaptError, with nothing changed, when the
+    collection is too small or the copy ranks the held-out pairs no better."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -231,15 +235,12 @@ def adapt(collection: Collection, base_path: str, base_name: str, *, device: str
 
     # trained in float32 whatever the embedder computes in: AdamW's small steps vanish in bfloat16 weights
     model = SentenceTransformer(base_path, device=device, model_kwargs={"dtype": torch.float32})
-    with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
-                        enabled=dtype in ("bfloat16", "float16")), torch.inference_mode():
+    with mixed_precision(device, dtype), torch.inference_mode():
         report.held_out_mrr["base"] = held_out_mrr(model, held, distractors)
     t = time.perf_counter()
-    report.steps = train(model, used, device=device, dtype=dtype, seed=seed,
-                         progress=progress)
+    report.steps = train(model, used, device=device, dtype=dtype, seed=seed, progress=progress)
     report.train_s = time.perf_counter() - t
-    with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
-                        enabled=dtype in ("bfloat16", "float16")), torch.inference_mode():
+    with mixed_precision(device, dtype), torch.inference_mode():
         report.held_out_mrr["adapted"] = held_out_mrr(model, held, distractors)
     if report.held_out_mrr["adapted"] <= report.held_out_mrr["base"]:
         raise AdaptError(
