@@ -9,7 +9,8 @@ its gaps are inserted into pdfium's line (`respace_page`), which keeps pdfium's 
 order. Short glued words ("anyother") do not show on a line, so pdfminer also reads two sample
 pages, and a file where it finds many missing gaps is re-spaced throughout. Words hyphenated at a
 line's end are then joined again (`dehyphenate`), and footnote numbers set apart from the word they
-touch (`split_footnote_marks`). A page pdfium cannot load is read with pypdf. Every parser error, from any of the three, ends as one `PdfError` line.
+touch (`split_footnote_marks`). A page pdfium cannot load is read with pypdf. Every parser error,
+from any of the three, ends as one `PdfError` line.
 
 It does not decode text files, repair mojibake, chunk or embed; rag/loading.py turns a `PdfText`
 into a Document.
@@ -119,8 +120,7 @@ def read_pdf(data: bytes) -> PdfText:
         spaces, pages, note = 0, 0, f"word gaps not checked ({_reason('pdfminer', exc)})"
     if spaces:
         warnings.append(f"{spaces} missing word gap(s) on {pages} page(s) restored with pdfminer.six")
-    vocabulary = Counter(_word(w) for t in texts for w in t.split())
-    # after re-spacing, which aligns the printed characters
+    vocabulary = _vocabulary(texts)  # of the re-spaced text (re-spacing aligns the printed characters: it comes first)
     texts = [split_footnote_marks(dehyphenate(t, vocabulary), vocabulary) for t in texts]
     if note:
         warnings.append(note)
@@ -265,7 +265,7 @@ def _respace(data: bytes, texts: list[str]) -> tuple[int, int, str]:
     glued = {i: lines for i, t in enumerate(texts) if (lines := glued_lines(t))}
     early = sorted(range(min(len(texts), SAMPLE_FROM)), key=lambda i: -len(_LETTER.findall(texts[i])))
     sample = [i for i in early[:SAMPLE_PAGES] if i not in glued and texts[i].strip()]
-    vocabulary = Counter(_word(w) for t in texts for w in t.split())
+    vocabulary = _vocabulary(texts)
     try:
         alternatives = _pdfminer_pages(data, sorted(set(glued) | set(sample)))
         found = sum(respace_page(texts[i], None, alternatives[i], vocabulary)[1] for i in sample if i in alternatives)
@@ -343,6 +343,11 @@ def _accepted_gaps(key: str, own: list[int], new: list[int], vocabulary: Counter
                 or all(vocabulary[_word(p)] >= 2 or not _word(p) for p in pieces)):
             accepted += inside
     return accepted
+
+
+def _vocabulary(texts: list[str]) -> Counter[str]:
+    """How often each word occurs in the document (`_word` form)."""
+    return Counter(_word(w) for t in texts for w in t.split())
 
 
 def _word(token: str) -> str:
