@@ -1,5 +1,5 @@
 """rag tune --adapt-embedder: the embedding model adapted to a collection's own text, with the real
-MiniLM, on 120 documents of the Python FAQ set that ships in data/beir (no labels are used)."""
+MiniLM, on 120 documents of the Python FAQ set committed in tests/data (no labels are used)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 from rag.store import StoredChunk
 
 ROOT = Path(__file__).resolve().parent.parent
-FAQ = ROOT / "data" / "beir" / "python-faq" / "corpus.jsonl"
+FAQ = ROOT / "tests" / "data" / "python_faq_125.jsonl"
 
 
 def chunk(n: int, text: str) -> StoredChunk:
