@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,8 +84,13 @@ def read_card(folder: Path) -> dict | None:
         return None
 
 
-def ict_pairs(chunks: list[StoredChunk], n: int, seed: int = 0,
-              keep: float = KEEP_SENTENCE) -> list[tuple[str, str]]:
+class Pair(NamedTuple):
+    question: str  # a sentence of the chunk
+    answer: str  # the chunk's indexed text without that sentence (with it, one time in ten)
+    chunk: str  # the chunk's id
+
+
+def ict_pairs(chunks: list[StoredChunk], n: int, seed: int = 0, keep: float = KEEP_SENTENCE) -> list[Pair]:
     """Up to `n` (sentence, chunk without it) pairs, at most one per chunk while chunks last, then
     second sentences of the same chunks. Chunks of one sentence are skipped: without it nothing is left."""
     rng = random.Random(seed)
@@ -100,16 +106,16 @@ def ict_pairs(chunks: list[StoredChunk], n: int, seed: int = 0,
                 del left[j]
             chunk = chunks[j]
             text = chunk.text if rng.random() < keep else " ".join(chunk.text.replace(sentence, " ", 1).split())
-            pairs.append((sentence, indexed_text(chunk.heading, text)))
+            pairs.append(Pair(sentence, indexed_text(chunk.heading, text), chunk.id))
             if len(pairs) >= n:
                 break
     return pairs
 
 
-def held_out_mrr(model, pairs: list[tuple[str, str]], distractors: list[str], batch: int = 64) -> float:
+def held_out_mrr(model, pairs: list[Pair], distractors: list[str], batch: int = 64) -> float:
     """MRR@10 of each held-out sentence's own chunk among all held-out chunks and the distractors."""
-    questions = model.encode([q for q, _ in pairs], batch_size=batch, normalize_embeddings=True)
-    passages = model.encode([p for _, p in pairs] + distractors, batch_size=batch, normalize_embeddings=True)
+    questions = model.encode([p.question for p in pairs], batch_size=batch, normalize_embeddings=True)
+    passages = model.encode([p.answer for p in pairs] + distractors, batch_size=batch, normalize_embeddings=True)
     scores = np.asarray(questions, np.float32) @ np.asarray(passages, np.float32).T
     own = scores[np.arange(len(pairs)), np.arange(len(pairs))]
     ranks = (scores > own[:, None]).sum(axis=1) + 1
@@ -125,7 +131,7 @@ def mixed_precision(device: str, dtype: str):
                           enabled=dtype in ("bfloat16", "float16"))
 
 
-def train(model, pairs: list[tuple[str, str]], *, device: str, dtype: str, seed: int = 0,
+def train(model, pairs: list[Pair], *, device: str, dtype: str, seed: int = 0,
           learning_rate: float = LEARNING_RATE, batch: int = BATCH,
           progress: Callable[[int, int], None] = lambda step, steps: None) -> int:
     """One epoch of MultipleNegativesRankingLoss over `pairs`, in place; returns the steps taken.
@@ -145,7 +151,7 @@ def train(model, pairs: list[tuple[str, str]], *, device: str, dtype: str, seed:
     model.train()
     try:
         for step, part in enumerate(batches, 1):
-            features = [model.preprocess([q for q, _ in part]), model.preprocess([p for _, p in part])]
+            features = [model.preprocess([p.question for p in part]), model.preprocess([p.answer for p in part])]
             features = [batch_to_device(f, model.device) for f in features]
             with mixed_precision(device, dtype):
                 loss = loss_fn(features, None)
@@ -228,9 +234,10 @@ def adapt(collection: Collection, base_path: str, base_name: str, *, device: str
     cut = max(1, int(HELD_OUT * len(drawn)))
     held, used = drawn[:cut], drawn[cut:]
     rng = random.Random(seed + 1)
-    held_chunks = {p for _, p in held}
-    pool = [indexed_text(c.heading, c.text) for c in rng.sample(chunks, min(len(chunks), DISTRACTORS + cut))]
-    distractors = [p for p in pool if p not in held_chunks][:DISTRACTORS]
+    # a held-out chunk is no distractor to its own sentence: whole, it holds that sentence word for word
+    held_chunks = {p.chunk for p in held}
+    others = [c for c in chunks if c.id not in held_chunks]
+    distractors = [indexed_text(c.heading, c.text) for c in rng.sample(others, min(len(others), DISTRACTORS))]
     report.pairs, report.held_out = len(used), len(held)
 
     # trained in float32 whatever the embedder computes in: AdamW's small steps vanish in bfloat16 weights

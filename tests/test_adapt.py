@@ -29,12 +29,12 @@ def test_ict_pairs_cut_the_question_out_of_its_chunk_and_skip_one_sentence_chunk
     chunks = [chunk(0, two), chunk(1, one)]
     pairs = ict_pairs(chunks, 10, seed=0, keep=0.0)
     assert len(pairs) == 2  # both sentences of the two-sentence chunk, none of the other
-    for question, answer in pairs:
-        assert question in two and question not in answer and answer.strip()
-    assert {q for q, _ in pairs} == {"The lighthouse keeper lit the lamp at dusk every single day.",
+    for question, answer, chunk_id in pairs:
+        assert question in two and question not in answer and answer.strip() and chunk_id == "c0"
+    assert {p.question for p in pairs} == {"The lighthouse keeper lit the lamp at dusk every single day.",
                                      "She kept a log of every passing ship in a leather notebook."}
     assert ict_pairs(chunks, 10, seed=0, keep=0.0) == pairs  # seeded
-    assert all(q in a for q, a in ict_pairs(chunks, 10, seed=0, keep=1.0))  # kept whole
+    assert all(p.question in p.answer for p in ict_pairs(chunks, 10, seed=0, keep=1.0))  # kept whole
 
 
 def faq_docs(folder: Path, n: int) -> Path:
