@@ -7,7 +7,9 @@ glues them: "thepackageisavailableforGNU/Linuxfrom". Such lines are found one by
 (`line_glued`), and pdfminer.six, which places word gaps by glyph geometry, re-reads their pages;
 its gaps are inserted into pdfium's line (`respace_page`), which keeps pdfium's characters and
 order. Short glued words ("anyother") do not show on a line, so pdfminer also reads two sample
-pages, and a file where it finds many missing gaps is re-spaced throughout. Words hyphenated at a
+pages, and a file where it finds many missing gaps is re-spaced throughout. A word that
+never stands alone in pdfium's text ("they" in "theyare") is confirmed by pdfminer's text, where it
+has different neighbours on both sides, unlike a kerning split's piece. Words hyphenated at a
 line's end are then joined again (`dehyphenate`), and footnote numbers set apart from the word they
 touch (`split_footnote_marks`). A page pdfium cannot load is read with pypdf. Every parser error,
 from any of the three, ends as one `PdfError` line.
@@ -36,6 +38,7 @@ GLUED_LETTERS_PER_WORD = 12.0  # prose averages about 5
 MIN_LETTERS = 30
 _CODE = re.compile(r"[_=(){}\[\]<>\\/@:;|*#$%&+~^\"]")
 _GLUED_RUN = re.compile(f"[{_SPACED_LETTERS}]{{{GLUED_RUN},}}")
+FREE_WORD_NEIGHBOURS = 2  # different words on each side of a word in pdfminer's text: a word of its own
 SAMPLE_PAGES = 2
 SAMPLE_FROM = 30  # pdfminer walks the page tree from the start: early pages are cheaper
 SHORT_GLUE_RATE = 0.005  # a gap pdfminer finds every 200 words of the sample: the producer glues words
@@ -268,11 +271,13 @@ def _respace(data: bytes, texts: list[str]) -> tuple[int, int, str]:
     vocabulary = _vocabulary(texts)
     try:
         alternatives = _pdfminer_pages(data, sorted(set(glued) | set(sample)))
-        found = sum(respace_page(texts[i], None, alternatives[i], vocabulary)[1] for i in sample if i in alternatives)
+        confirmed = _with_free_words(vocabulary, alternatives.values())
+        found = sum(respace_page(texts[i], None, alternatives[i], confirmed)[1] for i in sample if i in alternatives)
         words = sum(len(texts[i].split()) for i in sample)
         short_glue = found >= 3 and found >= words * SHORT_GLUE_RATE
         if short_glue:
             alternatives.update(_pdfminer_pages(data, [i for i in range(len(texts)) if i not in alternatives]))
+            confirmed = _with_free_words(vocabulary, alternatives.values())
     except Exception as exc:  # pdfminer's own parser failed: keep pdfium's text as it is
         if not glued:
             return 0, 0, ""
@@ -282,7 +287,7 @@ def _respace(data: bytes, texts: list[str]) -> tuple[int, int, str]:
     for i in sorted(alternatives) if short_glue else sorted(glued):
         if i not in alternatives:
             continue
-        text, n = respace_page(texts[i], None if short_glue else glued[i], alternatives[i], vocabulary)
+        text, n = respace_page(texts[i], None if short_glue else glued[i], alternatives[i], confirmed)
         if n:
             texts[i] = text
             inserted += n
@@ -296,7 +301,9 @@ def respace_page(text: str, lines: list[int] | None, alternative: str, vocabular
 
     Only spaces are inserted, so the page keeps its characters and reading order. Within a run of
     GLUED_RUN letters every gap is taken; elsewhere a word is split only when all its pieces occur
-    as words in the document (`vocabulary`), because pdfminer also splits kerned words ("howev er").
+    as words in the document (`vocabulary`, with `_with_free_words`) or one of two pieces is a common
+    English word, because pdfminer also splits kerned words ("howev er"). Contents lines are matched
+    without their dot leaders, and list items without their bullets.
     """
     squeezed, where = _squeeze(alternative)
     gaps = {k for k in range(1, len(where)) if where[k] > where[k - 1] + 1}
@@ -307,9 +314,14 @@ def respace_page(text: str, lines: list[int] | None, alternative: str, vocabular
         key, own_where = _squeeze(rows[n])
         if len(key) < 2:
             continue
-        at = squeezed.find(key, cursor)
-        if at < 0:
-            at = squeezed.find(key)
+        at = _find(squeezed, key, cursor)
+        if at < 0 and (leader := _LEADER.search(rows[n])):  # a contents line: pdfminer sets its dots apart
+            key = key[: len(_squeeze(rows[n][: leader.start()])[0])]
+            at = _find(squeezed, key, cursor) if len(key) >= 2 else -1
+        if at < 0 and (mark := _BULLET_MARK.match(key)) and len(key) - mark.end() >= 2:
+            # a list item: pdfminer may set its bullet elsewhere; the bullet's own gap is left alone
+            key, own_where = key[mark.end():], own_where[mark.end():]
+            at = _find(squeezed, key, cursor)
         if at < 0:
             continue
         cursor = at + len(key)
@@ -328,6 +340,16 @@ def respace_page(text: str, lines: list[int] | None, alternative: str, vocabular
     return "\n".join(rows), inserted
 
 
+def _find(squeezed: str, key: str, cursor: int) -> int:
+    """Where `key` is in `squeezed`: after the previous line's match if there, else anywhere."""
+    at = squeezed.find(key, cursor)
+    return at if at >= 0 else squeezed.find(key)
+
+
+_BULLET_MARK = re.compile(r"[•◦▪‣∙·*–-]+")
+_LEADER = re.compile(r"\s*(?:\.\s*){3,}\d*\s*$")  # a contents line's dot leader and page number
+
+
 def _accepted_gaps(key: str, own: list[int], new: list[int], vocabulary: Counter[str], glued: bool) -> list[int]:
     """The new gaps (indexes into `key`, the squeezed line) worth inserting, judged word by word.
     In a line that looks glued, a word found nowhere else in the document is split too."""
@@ -340,14 +362,54 @@ def _accepted_gaps(key: str, own: list[int], new: list[int], vocabulary: Counter
         word = key[start:end]
         pieces = [key[a:b] for a, b in zip([start, *inside], [*inside, end])]
         if (_GLUED_RUN.search(word) or (glued and vocabulary[_word(word)] <= 1)
-                or all(vocabulary[_word(p)] >= 2 or not _word(p) for p in pieces)):
+                or all(vocabulary[_word(p)] >= 2 or not _word(p) for p in pieces)
+                or _beside_common_word(pieces, vocabulary)):
             accepted += inside
     return accepted
+
+
+def _beside_common_word(pieces: list[str], vocabulary: Counter[str]) -> bool:
+    """Two pieces, one a common English word confirmed in the document and the other a word of three
+    letters or more ("derived" + "from"): the glue of a producer that drops short gaps. Kerning
+    splits a word into pieces that are not common words ("howev" + "er", "b" + "uilt")."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    if len(pieces) != 2:
+        return False
+    first, second = (_word(p) for p in pieces)
+    for common, other in ((first, second), (second, first)):
+        if common in STOPWORDS_EN and vocabulary[common] >= 2 and len(other) >= 3 and other.isalpha():
+            return True
+    return False
 
 
 def _vocabulary(texts: list[str]) -> Counter[str]:
     """How often each word occurs in the document (`_word` form)."""
     return Counter(_word(w) for t in texts for w in t.split())
+
+
+def _with_free_words(vocabulary: Counter[str], alternatives) -> Counter[str]:
+    """`vocabulary`, with the words pdfminer's text sets between different neighbours on both sides
+    counted as confirmed. A producer that glues short words everywhere leaves "they" nowhere on its
+    own in pdfium's text, while a kerning split's piece always has the same neighbour on one side
+    ("howev" before "er", "efile" after "Mak"). Words under three letters qualify only when they are
+    common English words ("a", "of"): kerning leaves single letters on every side of them."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    left: dict[str, set[str]] = {}
+    right: dict[str, set[str]] = {}
+    for text in alternatives:
+        tokens = [_word(t) for t in text.split()]
+        for a, b in pairwise(tokens):
+            if a and b:
+                right.setdefault(a, set()).add(b)
+                left.setdefault(b, set()).add(a)
+    confirmed = Counter(vocabulary)
+    for word, after in right.items():
+        if (len(word) >= 3 or word in STOPWORDS_EN) and confirmed[word] < 2 and \
+                min(len(after), len(left.get(word, ()))) >= FREE_WORD_NEIGHBOURS:
+            confirmed[word] = 2
+    return confirmed
 
 
 def _word(token: str) -> str:

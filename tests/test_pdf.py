@@ -145,6 +145,37 @@ def test_respacing_takes_known_words_and_leaves_kerned_splits():
     assert inserted == 1
 
 
+def test_words_glued_everywhere_are_split_where_pdfminer_sets_them_between_different_neighbours():
+    # A producer that drops every short gap (Ghostscript): "two" never stands alone in pdfium's text,
+    # so the document's vocabulary cannot confirm it; in pdfminer's text it has different words on
+    # both sides. A kerning split's piece ("howev") always has the same neighbour, and stays whole.
+    # Beside a common English word ("theyare") a gap is taken on the vocabulary alone.
+    from rag.pdf import _vocabulary, _with_free_words
+
+    text = ("there are twodistinct forms of the macro; theyare kept\n"
+            "the twomacros are distinct ways, however, in the manual\n"
+            "2.4.3. Associating aDocument Viewwith an Outline ............... 5\n"
+            "•Adding document identification,by the macros\n"
+            "however the macros are loaded by a note with a view, by hand with a mark")
+    alternative = ("there are two distinct forms of the macro; they are kept\n"
+                   "the two macros are distinct ways, howev er, in the manual\n"
+                   "2.4.3.  Associating a Document View with an Outline .\n"
+                   "Adding document identification, by the macros\n"
+                   "howev er the macros are loaded by a note with a view, by hand with a mark")
+    vocabulary = _vocabulary([text])
+    assert vocabulary["two"] == 0
+    alone, _ = respace_page(text, None, alternative, vocabulary)
+    assert "twodistinct" in alone and "they are" in alone
+    fixed, _ = respace_page(text, None, alternative, _with_free_words(vocabulary, [alternative]))
+    assert fixed.splitlines() == [
+        "there are two distinct forms of the macro; they are kept",
+        "the two macros are distinct ways, however, in the manual",
+        "2.4.3. Associating a Document View with an Outline ............... 5",  # matched without its leader
+        "•Adding document identification, by the macros",  # matched without its bullet
+        "however the macros are loaded by a note with a view, by hand with a mark",
+    ]
+
+
 def test_outline_titles_come_with_their_pages(tmp_path: Path):
     pdf = new_pdf()
     pdf.add_page()
