@@ -27,6 +27,7 @@ _SETEXT = re.compile(r"^(?P<title>[^\n]{2,120})\n(?P<rule>=+|-+)[ \t]*$", re.M)
 _NUMBERED = re.compile(
     r"^(?P<title>(?:(?:chapter|section|part|appendix)\s+[0-9A-Z]+[.:]?|\d{1,2}(?:\.\d{1,3}){0,4}\.?)"
     r"[ \t]+[A-Z\"'(][^\n]{0,100}?)[ \t]*$", re.M | re.I)
+_CONTENTS_ENTRY = re.compile(r"(?:\.[ \t]*){4,}\d*$|[ \t]\.[ \t]*\d+$")  # "... 7", ". 7": dot leader, page
 _CODE_FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 # A longer title (all of a long line after "#", a huge <h1>) is cut: a chunk's heading path keeps
 # at most HEADING_MAX_TOKENS (rag/chunking.py) of it, and each section's path is tokenized.
@@ -73,6 +74,8 @@ def text_headings(text: str) -> list[Heading]:
         title = _clean(m["title"])
         if title.endswith((".", ",", ";", ":")) or len(title.split()) > 12:
             continue  # a numbered sentence or list item, not a heading
+        if _CONTENTS_ENTRY.search(title):
+            continue  # a line of the table of contents: the heading itself is on its page
         number = title.split()[0].rstrip(".:")
         level = number.count(".") + 1 if number[0].isdigit() else 1
         found.append(Heading(m.start(), level, title))

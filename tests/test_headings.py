@@ -50,7 +50,9 @@ def test_pdf_outline_gives_heading_paths(chunker, tmp_path):
 
 def test_numbered_heading_lines_in_plain_text():
     text = ("5 Software\n\nSome words here.\n\n5.12 Where is the backup tool?\n\nIn /usr/sbin.\n\n"
-            "1. Open the lid.\n2. Remove the bin, then rinse it.\nChapter 3: Installing\n")
+            "1. Open the lid.\n2. Remove the bin, then rinse it.\nChapter 3: Installing\n"
+            "2.5.1. Optional Features of the pdfhref Macro . .................. 7\n"  # contents entries
+            "2.4 Creating a Document Outline . 5\n")
     found = [(h.level, h.title) for h in text_headings(text)]
     assert found == [(1, "5 Software"), (2, "5.12 Where is the backup tool?"), (1, "Chapter 3: Installing")]
     assert [h.title for h in markdown_headings("Title\n=====\n\nSub\n---\n")] == ["Title", "Sub"]
