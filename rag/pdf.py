@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import pairwise
 
 # Letters of the scripts that separate words with spaces. Chinese, Japanese and Thai lines run
@@ -370,17 +371,22 @@ def _accepted_gaps(key: str, own: list[int], new: list[int], vocabulary: Counter
 
 def _beside_common_word(pieces: list[str], vocabulary: Counter[str]) -> bool:
     """Two pieces, one a common English word confirmed in the document and the other a word of three
-    letters or more ("derived" + "from"): the glue of a producer that drops short gaps. Kerning
-    splits a word into pieces that are not common words ("howev" + "er", "b" + "uilt")."""
-    from bm25s.stopwords import STOPWORDS_EN
-
+    letters or more ("a" + "Document", "they" + "are"): the glue of a producer that drops short gaps.
+    Kerning splits a word into pieces that are not common words ("howev" + "er", "b" + "uilt")."""
     if len(pieces) != 2:
         return False
     first, second = (_word(p) for p in pieces)
-    for common, other in ((first, second), (second, first)):
-        if common in STOPWORDS_EN and vocabulary[common] >= 2 and len(other) >= 3 and other.isalpha():
-            return True
-    return False
+    common_words = _common_words()
+    return any(common in common_words and vocabulary[common] >= 2 and len(other) >= 3 and other.isalpha()
+               for common, other in ((first, second), (second, first)))
+
+
+@cache
+def _common_words() -> frozenset[str]:
+    """English stop words (bm25s' list, Lucene's 33): imported on first use, not with this module."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
 
 
 def _vocabulary(texts: list[str]) -> Counter[str]:
@@ -394,8 +400,6 @@ def _with_free_words(vocabulary: Counter[str], alternatives) -> Counter[str]:
     own in pdfium's text, while a kerning split's piece always has the same neighbour on one side
     ("howev" before "er", "efile" after "Mak"). Words under three letters qualify only when they are
     common English words ("a", "of"): kerning leaves single letters on every side of them."""
-    from bm25s.stopwords import STOPWORDS_EN
-
     left: dict[str, set[str]] = {}
     right: dict[str, set[str]] = {}
     for text in alternatives:
@@ -406,8 +410,8 @@ def _with_free_words(vocabulary: Counter[str], alternatives) -> Counter[str]:
                 left.setdefault(b, set()).add(a)
     confirmed = Counter(vocabulary)
     for word, after in right.items():
-        if (len(word) >= 3 or word in STOPWORDS_EN) and confirmed[word] < 2 and \
-                min(len(after), len(left.get(word, ()))) >= FREE_WORD_NEIGHBOURS:
+        sides = min(len(after), len(left.get(word, ())))
+        if sides >= FREE_WORD_NEIGHBOURS and confirmed[word] < 2 and (len(word) >= 3 or word in _common_words()):
             confirmed[word] = 2
     return confirmed
 
