@@ -9,7 +9,7 @@ sweep takes about 7 minutes on an H100; on 2 CPU cores each recipe takes 5-60 mi
 in two steps, the second needing only torch and sentence-transformers:
 
     python bench/adapt_sweep.py export --collection DIR/faq --out PAIRS   # chunks, queries, pairs
-    python bench/adapt_sweep.py run --data PAIRS --model MINILM_FOLDER [--limit N] [--out FILE]
+    python bench/adapt_sweep.py run --data PAIRS --model MINILM_FOLDER [--limit N] [--interpolate A ...] [--out FILE]
 
 DIR/faq is the FAQ collection bench/beir_faq.py --work DIR ingests.
 """
@@ -79,7 +79,8 @@ RECIPES = [
 ]
 
 
-def run(data: Path, model_path: str, out_file: Path, limit: int | None = None) -> None:
+def run(data: Path, model_path: str, out_file: Path, limit: int | None = None,
+        interpolate: list[float] | None = None) -> None:
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -181,6 +182,15 @@ def run(data: Path, model_path: str, out_file: Path, limit: int | None = None) -
         steps = train(model, rows, **options)
         result = score(model) | {"pairs": len(rows), "steps": steps, "train_s": round(time.perf_counter() - start, 1),
                                  **options}
+        if interpolate:  # weight-space ensembles of the copy and the base (WiSE-FT; above 1: extrapolated)
+            base_state, tuned_state = base.state_dict(), model.state_dict()
+            result["interpolated"] = {}
+            for alpha in interpolate:
+                mixed = fresh()
+                mixed.load_state_dict({key: alpha * value + (1 - alpha) * base_state[key]
+                                       if value.is_floating_point() else value for key, value in tuned_state.items()})
+                result["interpolated"][str(alpha)] = score(mixed)
+                del mixed
         results["recipes"][name] = result
         print(name, result, flush=True)
         out_file.write_text(json.dumps(results, indent=1) + "\n")
@@ -200,11 +210,13 @@ def main() -> None:
     r.add_argument("--model", required=True)
     r.add_argument("--out", default=ROOT / "bench" / "results" / "adapt_sweep.json", type=Path)
     r.add_argument("--limit", type=int, help="only the first N recipes")
+    r.add_argument("--interpolate", type=float, nargs="*", metavar="ALPHA",
+                   help="also score each copy's weights mixed with the base's: ALPHA * copy + (1 - ALPHA) * base")
     args = parser.parse_args()
     if args.step == "export":
         export(args.collection, args.out)
     else:
-        run(args.data, args.model, args.out, args.limit)
+        run(args.data, args.model, args.out, args.limit, args.interpolate)
 
 
 if __name__ == "__main__":
