@@ -73,10 +73,6 @@ def adapted_name(base: str, digest: str) -> str:
     return f"{base}{MARK}{digest}"
 
 
-def base_of(name: str) -> str:
-    return name.split(MARK, 1)[0]
-
-
 def read_card(folder: Path) -> dict | None:
     try:
         return json.loads((Path(folder) / CARD).read_text(encoding="utf-8"))

@@ -5,7 +5,6 @@ The one place where settings turn into objects; the CLI, the UI and the eval har
 
 from __future__ import annotations
 
-from rag.adapt import base_of
 from rag.adapters import AdapterError, resolve_adapter
 from rag.answer import Assistant
 from rag.chunking import Chunker
@@ -16,7 +15,7 @@ from rag.models import resolve_model
 from rag.rerank import CrossEncoderReranker, LLMReranker, Reranker
 from rag.retriever import Retriever
 from rag.settings import Settings
-from rag.store import Collection, adapted_folder, recorded_dtype, recorded_model
+from rag.store import Collection, adapted_folder, base_of, recorded_dtype, recorded_model
 
 
 def embedding_dtype(settings: Settings, *, fresh: bool = False) -> str:

@@ -531,6 +531,11 @@ def adapted_folder(collection_folder: Path, model: str) -> Path | None:
     return Path(collection_folder) / f"{ADAPTED_PREFIX}{model.split(ADAPTED_MARK, 1)[1]}"
 
 
+def base_of(model: str) -> str:
+    """The base model an adapted model `model` was made from (`model` itself when it is not one)."""
+    return model.split(ADAPTED_MARK, 1)[0]
+
+
 def recorded_dtype(folder: Path) -> str | None:
     """`Collection.embedding_dtype` of the collection in `folder`, read without loading its index;
     None when there is no readable collection there (opening it will say why)."""
