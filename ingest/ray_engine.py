@@ -119,7 +119,8 @@ def ingest_ray(
                 todo[str(path)] = hashed
         if todo:
             # The actors load the driver's model in its precision, so their vectors are the local engine's.
-            model = {"model": getattr(embedder, "source", embedder.name), "dtype": embedder.dtype, "batch_size": settings.embed_batch_size}
+            model = {"model": getattr(embedder, "source", embedder.name), "dtype": embedder.dtype,
+                     "batch_size": settings.embed_batch_size}
             _run_job(list(todo), staging, chunker, model, options, embed_actor or EmbedActor, settings.max_file_mb)
             outcomes = read_outcomes(staging)
             landed: dict[str, tuple[str, int, int]] = {}

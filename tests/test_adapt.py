@@ -32,7 +32,7 @@ def test_ict_pairs_cut_the_question_out_of_its_chunk_and_skip_one_sentence_chunk
     for question, answer, chunk_id in pairs:
         assert question in two and question not in answer and answer.strip() and chunk_id == "c0"
     assert {p.question for p in pairs} == {"The lighthouse keeper lit the lamp at dusk every single day.",
-                                     "She kept a log of every passing ship in a leather notebook."}
+                                           "She kept a log of every passing ship in a leather notebook."}
     assert ict_pairs(chunks, 10, seed=0, keep=0.0) == pairs  # seeded
     assert all(p.question in p.answer for p in ict_pairs(chunks, 10, seed=0, keep=1.0))  # kept whole
 
