@@ -58,6 +58,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "rerank": getattr(args, "rerank", None),
         "rerank_model": getattr(args, "rerank_model", None),
         "rerank_depth": getattr(args, "rerank_depth", None),
+        "section_weight": getattr(args, "section_weight", None),
         **extra,
     }
     return load_settings(Path(args.config), environ=os.environ, overrides=overrides)
@@ -532,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="second stage over the top candidates (default: settings, none)")
         p.add_argument("--rerank-model", help="cross-encoder: a sentence-transformers CrossEncoder name or folder")
         p.add_argument("--rerank-depth", type=int, help="candidates the reranker reads (default: settings, 20)")
+        p.add_argument("--section-weight", type=float, metavar="W",
+                       help="how much the chunk's section counts in a dense score (default: settings, 0.3; 0: off)")
 
     p = sub.add_parser("ingest", help="add files, folders or globs to a collection")
     p.add_argument("paths", nargs="*")

@@ -81,7 +81,7 @@ def make_retriever(settings: Settings, embedder: Embedder | None = None, collect
     embedder = embedder or make_embedder(settings)
     collection = collection or open_collection(settings, embedder)
     return Retriever(collection, embedder, reranker=make_reranker(settings, generator),
-                     rerank_depth=settings.rerank_depth)
+                     rerank_depth=settings.rerank_depth, section_weight=settings.section_weight)
 
 
 def make_reranker(settings: Settings, generator: Generator | None = None) -> Reranker | None:

@@ -23,6 +23,10 @@ BACKENDS = ("local", "server")
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 # The second stage over the retrieved candidates (rag/rerank.py).
 RERANKERS = ("none", "cross-encoder", "llm")
+# How much a chunk's section (the chunks sharing its heading path) counts in its dense score:
+# cosine(question, chunk) + section_weight x cosine(question, section) (rag/retriever.py). 0: the chunk alone.
+SECTION_WEIGHT = 0.3
+MAX_SECTION_WEIGHT = 2.0
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -60,6 +64,7 @@ class Settings:
     # Retrieval.
     k: int = 3
     mode: str = "auto"
+    section_weight: float = SECTION_WEIGHT  # the section's share of a dense score (above)
     # Reranking of the first `rerank_depth` candidates (rag/rerank.py): "cross-encoder" with the
     # sentence-transformers CrossEncoder `rerank_model` (a name in the local cache, or a folder);
     # "llm": the answering model (backend, model) rates each passage, p(yes) against p(no). Off by
@@ -130,6 +135,8 @@ class Settings:
                 raise ConfigError(
                     f"abstain_threshold must be auto, off or a number, got {self.abstain_threshold!r}"
                 ) from None
+        if not 0.0 <= self.section_weight <= MAX_SECTION_WEIGHT:
+            raise ConfigError(f"section_weight must be in [0, {MAX_SECTION_WEIGHT:g}], got {self.section_weight!r}")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ConfigError(f"min_coverage must be in [0, 1], got {self.min_coverage!r}")
         if not 0.0 <= self.temperature <= 2.0:

@@ -1,6 +1,7 @@
 """Store: one collection = one folder holding a FAISS index, a BM25 index and a SQLite database.
 
-SQLite keeps files (with content hashes), chunks, their vectors and a generation number; the index
+SQLite keeps files (with content hashes), chunks, their vectors, one vector per section (the chunks of
+a file that share a heading path) and a generation number; the index
 file and the BM25 folder are named after the generation they belong to (index-<gen>.faiss,
 bm25-<gen>/). A commit writes both durably first and then commits the SQLite transaction that moves
 the generation, so a crash at any point leaves a collection whose indexes and metadata agree. It does
@@ -48,7 +49,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     heading TEXT NOT NULL DEFAULT ''  -- the section's heading path, embedded and BM25-indexed with the text
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
+CREATE TABLE IF NOT EXISTS sections (
+    path TEXT NOT NULL, heading TEXT NOT NULL,  -- a file's chunks that share a heading path ("": the whole file)
+    n INTEGER NOT NULL,  -- how many
+    vector BLOB NOT NULL,  -- float32, the L2-normalised mean of their vectors; kept with each generation
+    PRIMARY KEY (path, heading)
+);
 """
+SECTIONS_KEY = "sections"  # meta: "1" once the sections table has been filled for every file
 
 
 class CollectionError(RagError):
@@ -235,6 +243,32 @@ class Collection:
                     out[row] = np.frombuffer(rows[vid], dtype=np.float32)
         return out
 
+    def section_vectors(self, vids: list[int]) -> np.ndarray:
+        """(len(vids), dim) float32: for each chunk, the vector of its section (the normalised mean of
+        the vectors of the chunks that share its file and heading path); a zero row for a vid not stored."""
+        out = np.zeros((len(vids), self.dim), dtype=np.float32)
+        if not vids:
+            return out
+        marks = ",".join("?" * len(vids))
+        rows = self.db.execute(
+            f"SELECT c.vid, c.path, c.heading, s.vector FROM chunks c LEFT JOIN sections s "
+            f"ON s.path = c.path AND s.heading = c.heading WHERE c.vid IN ({marks})", vids).fetchall()
+        found = {}
+        for vid, path, heading, blob in rows:
+            # None: a collection last committed before sections were kept; worked out here until its next commit
+            found[vid] = np.frombuffer(blob, dtype=np.float32) if blob is not None else (path, heading)
+        computed: dict[tuple[str, str], np.ndarray] = {}
+        for row, vid in enumerate(vids):
+            value = found.get(vid)
+            if isinstance(value, tuple):
+                if value not in computed:
+                    blobs = self.db.execute("SELECT vector FROM chunks WHERE path = ? AND heading = ?", value)
+                    computed[value] = _normalised(sum(np.frombuffer(b, dtype=np.float32) for (b,) in blobs))
+                value = computed[value]
+            if value is not None:
+                out[row] = value
+        return out
+
     def all_texts(self) -> tuple[list[int], list[str]]:
         """(vids, indexed texts): each chunk's heading path and text, as BM25 indexes them."""
         from rag.chunking import indexed_text
@@ -334,6 +368,25 @@ class Collection:
             at += len(batch_ids)
         return build_index(kind, self.dim, ids[:at], vectors[:at])
 
+    def _update_sections(self, paths: Iterable[str] | None) -> None:
+        """Recompute the section vectors of the files at `paths` from their stored chunks (None, or a
+        collection never filled: of every file). Runs inside the transaction that changed the chunks."""
+        if paths is None or self._meta(SECTIONS_KEY) != "1":
+            self.db.execute("DELETE FROM sections")
+            paths = [row[0] for row in self.db.execute("SELECT DISTINCT path FROM chunks")]
+            self._set_meta(SECTIONS_KEY, "1")
+        for path in paths:
+            self.db.execute("DELETE FROM sections WHERE path = ?", (path,))
+            sums: dict[str, np.ndarray] = {}  # heading -> sum of its chunks' vectors (a running sum: a
+            counts: dict[str, int] = {}  # file of a million chunks holds one vector per section, not each)
+            for heading, blob in self.db.execute("SELECT heading, vector FROM chunks WHERE path = ?", (path,)):
+                vector = np.frombuffer(blob, dtype=np.float32)
+                sums[heading] = sums[heading] + vector if heading in sums else vector.copy()
+                counts[heading] = counts.get(heading, 0) + 1
+            self.db.executemany("INSERT INTO sections(path, heading, n, vector) VALUES (?, ?, ?, ?)",
+                                [(path, heading, counts[heading], _normalised(total).tobytes())
+                                 for heading, total in sums.items()])
+
     def _vectors_after(self, vid: int, batch: int = VECTOR_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, (m, dim) float32 vectors) of the chunks whose vid is above `vid`, in vid order, at
         most `batch` rows at a time."""
@@ -391,10 +444,11 @@ class Writer:
         coll, db = self.coll, self.coll.db
         added = 0
         removed_ids: list[int] = []
+        touched = sorted(self._remove | set(self._replace) | set(self._streamed))
 
         def apply() -> Index:
             nonlocal added
-            for path in sorted(self._remove | set(self._replace) | set(self._streamed)):
+            for path in touched:
                 removed_ids.extend(r[0] for r in db.execute("SELECT vid FROM chunks WHERE path = ?", (path,)))
                 db.execute("DELETE FROM chunks WHERE path = ?", (path,))
                 db.execute("DELETE FROM files WHERE path = ?", (path,))
@@ -435,7 +489,7 @@ class Writer:
                 index.add(ids, vectors)
             return index
 
-        self._new_generation(apply)
+        self._new_generation(apply, touched)
         self._replace.clear()
         self._remove.clear()
         self._streamed, self._batches = {}, lambda: ()
@@ -450,7 +504,7 @@ class Writer:
             coll._set_meta("index_built_size", str(total))
             return coll._rebuild(choose_kind(self.index_type, total, self.exact_threshold))
 
-        return self._new_generation(apply).ntotal
+        return self._new_generation(apply, None).ntotal
 
     def reembed(self, embed: Callable[[list[str]], np.ndarray], meta: dict[str, str], batch: int = 256,
                 progress: Callable[[int, int], None] = lambda done, total: None) -> int:
@@ -476,10 +530,11 @@ class Writer:
             coll._set_meta("index_built_size", str(len(rows)))
             return coll._rebuild(choose_kind(self.index_type, len(rows), self.exact_threshold))
 
-        return self._new_generation(apply).ntotal
+        return self._new_generation(apply, None).ntotal
 
-    def _new_generation(self, apply: Callable[[], Index]) -> Index:
-        """Run `apply` (SQL changes, then the index that matches them) in one transaction; the index
+    def _new_generation(self, apply: Callable[[], Index], paths: Iterable[str] | None) -> Index:
+        """Run `apply` (SQL changes, then the index that matches them) and recompute the section
+        vectors of the files at `paths` (None: all) in one transaction; the index
         file and the BM25 folder of the next generation (built from the chunk texts as the
         transaction sees them) are written durably before the transaction moves the generation."""
         from rag.bm25 import BM25Index, remove_tree
@@ -490,6 +545,7 @@ class Writer:
         try:
             with coll._transaction():
                 index = apply()
+                coll._update_sections(paths)
                 total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
                 if index.ntotal != total:
                     raise RuntimeError(f"index holds {index.ntotal} vectors but the store {total} chunks")
@@ -507,6 +563,12 @@ class Writer:
         old.unlink(missing_ok=True)
         remove_tree(old_bm25)
         return index
+
+
+def _normalised(vector: np.ndarray) -> np.ndarray:
+    """The direction of a sum of vectors (that of their mean), as float32 of length 1."""
+    vector = np.asarray(vector, dtype=np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 def _insert_chunk(db: sqlite3.Connection, verb: str, path: str, chunk: Chunk, vector: np.ndarray) -> int:

@@ -290,14 +290,17 @@ def measure(collection: Collection, embedder: Embedder, probes: list[Probe], cor
     progress = progress or (lambda items, **kwargs: items)
     scored = candidates()
     dense_in, bm25_in = CORRECTIONS[correction]
-    intact = Retriever(collection, embedder, weights=(1.0, 1.0))
+    # Without the section score, which one-sentence questions cannot judge: they ask about one chunk,
+    # while a real question asks about the topic a section states (rag.retriever); it is applied on
+    # top of whichever mode is chosen.
+    intact = Retriever(collection, embedder, weights=(1.0, 1.0), section_weight=0.0)
     in_copy: list[tuple[list[Hit], list[Hit]]] = []
     values: dict[str, list[dict[str, float]]] = {c.name: [] for c in scored}
     with tempfile.TemporaryDirectory(prefix="rag-tune-") as scratch:
         copies = [hidden_copy(collection, embedder, [p for p in probes if p.round == n], Path(scratch) / str(n))
                   for n in range(max(p.round for p in probes) + 1)]
         try:
-            hidden = [Retriever(copy, embedder, weights=(1.0, 1.0)) for copy in copies]
+            hidden = [Retriever(copy, embedder, weights=(1.0, 1.0), section_weight=0.0) for copy in copies]
             for probe in progress(probes, desc="tune", unit="question"):
                 where = {"intact": intact, "hidden": hidden[probe.round]}
                 needed = {(dense_in, "dense"), (bm25_in, "bm25"), ("hidden", "dense"), ("hidden", "bm25")}

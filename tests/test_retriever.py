@@ -57,7 +57,7 @@ def test_every_hit_carries_its_dense_cosine(sample_collection, embedder):
         vectors = embedder.embed([h.text for h in hits])
         expected = vectors @ embedder.embed([question])[0]
         assert np.allclose([h.dense for h in hits], expected, atol=1e-4)
-    dense = Retriever(sample_collection, embedder).search(question, k=3, mode="dense")
+    dense = Retriever(sample_collection, embedder, section_weight=0.0).search(question, k=3, mode="dense")
     assert [h.dense for h in dense] == pytest.approx([h.score for h in dense], abs=1e-5)
 
 
@@ -70,3 +70,46 @@ def test_search_times_each_stage_it_runs(sample_collection, embedder):
     assert min(hybrid["embed_s"], hybrid["dense_s"], hybrid["bm25_s"], hybrid["fusion_s"]) > 0
     assert hybrid["rerank_s"] == 0 == dense["bm25_s"] == dense["fusion_s"]
     assert dense["embed_s"] > 0 and dense["dense_s"] > 0
+
+
+def test_a_chunk_whose_section_matches_the_question_outranks_a_closer_chunk_standing_alone(collection, embedder):
+    """Hand-made vectors at chosen cosines to the question's real embedding: X (cosine 0.57) stands
+    alone; Y1 (0.55) shares its heading path with Y2 (0.5) and Y3 (0.45), and their section vector is
+    closer to the question (0.71) than any of them. Chunk cosine alone ranks X first; with the section's
+    weighted cosine added, Y1 (0.55 + 0.3 x 0.71) passes X (0.57 + 0.3 x 0.57)."""
+    import numpy as np
+
+    from rag.chunking import Chunk
+
+    question = "How is oolong tea processed?"
+    q = embedder.embed([question])[0]
+    basis = np.linalg.qr(np.column_stack([q, np.random.default_rng(0).normal(size=(embedder.dim, 5))]))[0]
+    assert np.allclose(abs(basis[:, 0] @ q), 1)
+    noise = basis[:, 1:].T * np.sign(basis[:, 0] @ q)  # five unit directions orthogonal to q and each other
+
+    def at(cosine: float, direction: int) -> np.ndarray:
+        return (cosine * q + np.sqrt(1 - cosine**2) * noise[direction]).astype(np.float32)
+
+    def chunk(path: str, n: int, heading: str) -> Chunk:
+        return Chunk(f"{path}#{n}", path, None, n * 100, n * 100 + 50, f"chunk {n} of {path}", heading)
+
+    with collection.writer() as w:
+        w.replace_file("/x.md", "hx", 10, [chunk("/x.md", 0, "X")], np.stack([at(0.57, 0)]))
+        w.replace_file("/y.md", "hy", 10, [chunk("/y.md", n, h) for n, h in enumerate(["Y", "Y", "Y", "Z"])],
+                       np.stack([at(0.55, 1), at(0.5, 2), at(0.45, 3), at(0.1, 4)]))
+        w.commit()
+
+    alone = Retriever(collection, embedder, section_weight=0.0).search(question, k=2, mode="dense")
+    assert [h.chunk_id for h in alone] == ["/x.md#0", "/y.md#0"]
+    assert [h.score for h in alone] == pytest.approx([0.57, 0.55], abs=1e-4)
+    ranked = Retriever(collection, embedder).search(question, k=5, mode="dense")
+    assert [h.chunk_id for h in ranked][:2] == ["/y.md#0", "/x.md#0"]
+    assert [h.dense for h in ranked][:2] == pytest.approx([0.55, 0.57], abs=1e-4)  # the gate's cosine is the chunk's
+    section_y = np.mean([at(0.55, 1), at(0.5, 2), at(0.45, 3)], axis=0)
+    section_y /= np.linalg.norm(section_y)
+    assert ranked[0].score == pytest.approx(0.55 + 0.3 * float(section_y @ q), abs=1e-4)
+    assert [h.chunk_id for h in ranked][2:4] == ["/y.md#1", "/y.md#2"]  # within a section, the chunks' own order
+    hybrid = Retriever(collection, embedder, weights=(1.0, 0.0)).search(question, k=1, mode="hybrid")
+    assert hybrid[0].chunk_id == "/y.md#0"  # hybrid fuses the same dense ranking
+    with pytest.raises(ValueError, match=r"section_weight must be in \[0, 2\], got 3"):
+        Retriever(collection, embedder, section_weight=3)

@@ -29,6 +29,7 @@ def test_missing_toml_is_fine(tmp_path: Path):
         ({"chunk_overlap": 300}, r"chunk_overlap must be in \[0, chunk_size=200\), got 300"),
         ({"collection": "../etc"}, r"collection name '../etc' is invalid"),
         ({"backend": "gpu"}, r"backend must be one of local, server; got 'gpu'"),
+        ({"section_weight": -0.1}, r"section_weight must be in \[0, 2\], got -0.1"),
     ],
 )
 def test_bad_values_are_named(changes, message):

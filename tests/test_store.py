@@ -221,3 +221,58 @@ def test_a_bm25_index_of_another_format_is_refused_and_rebuilt(collection, embed
     with pytest.raises(ValueError, match="written as"):
         BM25Index.load(folder)
     assert [v for v, _ in collection.load_bm25().search("quartz", 5)] == [2]  # built from the texts instead
+
+
+def _sectioned(path: str, headings: list[str], dim: int, seed: int):
+    chunks, vectors = _chunks(path, len(headings), dim, seed)
+    return [Chunk(c.id, c.source, c.page, c.start, c.end, c.text, h) for c, h in zip(chunks, headings)], vectors
+
+
+def _mean(vectors: np.ndarray) -> np.ndarray:
+    mean = vectors.mean(axis=0)
+    return mean / np.linalg.norm(mean)
+
+
+def test_each_section_keeps_the_mean_of_its_chunks_vectors_through_every_kind_of_generation(collection, embedder):
+    dim = embedder.dim
+    with collection.writer() as w:
+        w.replace_file("/a.md", "h1", 10, *_sectioned("/a.md", ["A > 1", "A > 1", "A > 2"], dim, seed=0))
+        w.replace_file("/b.txt", "h2", 10, *_sectioned("/b.txt", ["", ""], dim, seed=1))
+        w.commit()
+    vids = [c.vid for c in collection.all_chunks()]  # /a.md's three, then /b.txt's two
+    stored = collection.vectors_by_vid(vids)
+    sections = collection.section_vectors(vids)
+    assert np.allclose(sections[0], _mean(stored[:2]), atol=1e-6) and np.allclose(sections[1], sections[0])
+    assert np.allclose(sections[2], stored[2], atol=1e-6)  # a section of one chunk is that chunk
+    assert np.allclose(sections[3], _mean(stored[3:]), atol=1e-6)  # no headings: the whole file
+    assert not collection.section_vectors([10_000]).any()  # a vid not stored: a zero row
+
+    with collection.writer() as w:  # a replaced file's sections follow it; a removed file's go
+        w.replace_file("/a.md", "h3", 10, *_sectioned("/a.md", ["A > 1", "A > 3"], dim, seed=2))
+        w.remove_file("/b.txt")
+        w.commit()
+    rows = collection.db.execute("SELECT path, heading, n FROM sections ORDER BY heading").fetchall()
+    assert rows == [("/a.md", "A > 1", 1), ("/a.md", "A > 3", 1)]
+
+    with collection.writer() as w:  # re-embedded: the sections are computed again from the new vectors
+        w.reembed(lambda texts: np.eye(len(texts), dim, dtype=np.float32), {})
+    vids = [c.vid for c in collection.all_chunks()]
+    assert np.allclose(collection.section_vectors(vids), collection.vectors_by_vid(vids))
+
+
+def test_a_collection_committed_before_sections_were_kept_works_them_out_until_its_next_commit(collection, embedder):
+    with collection.writer() as w:
+        w.replace_file("/a.md", "h1", 10, *_sectioned("/a.md", ["A", "A", "B"], embedder.dim, seed=0))
+        w.commit()
+    vids = [c.vid for c in collection.all_chunks()]
+    kept = collection.section_vectors(vids)
+    with collection._transaction():  # as an older version of the store left it
+        collection.db.execute("DELETE FROM sections")
+        collection.db.execute("DELETE FROM meta WHERE key = 'sections'")
+    old = Collection.open(collection.folder)
+    assert np.allclose(old.section_vectors(vids), kept, atol=1e-6)
+    with old.writer() as w:  # any commit fills the table for every file, not only those it touched
+        w.replace_file("/b.md", "h2", 10, *_sectioned("/b.md", ["C"], embedder.dim, seed=1))
+        w.commit()
+    assert old.db.execute("SELECT COUNT(*) FROM sections").fetchone()[0] == 3
+    assert np.allclose(old.section_vectors(vids), kept, atol=1e-6)
