@@ -33,7 +33,8 @@ FAQ_K = 30  # chunks per query, deduplicated to documents, as bench/beir_faq.py
 
 
 def scores(settings, beir, doc_of, label: str) -> dict:
-    """Dense and the tuned default (mode auto after rag.tune.tune) of the settings' collection."""
+    """Dense and the tuned default (mode auto after rag.tune.tune) of the settings' collection, each
+    also without the section score (`section_weight` 0: the chunk's cosine alone)."""
     from rag.components import make_embedder, open_collection
     from rag.retriever import Retriever
     from rag.tune import tune
@@ -42,11 +43,18 @@ def scores(settings, beir, doc_of, label: str) -> dict:
     collection = open_collection(settings, embedder)
     retriever = Retriever(collection, embedder)
     dense = score_documents(lambda q: retriever.search(q, k=FAQ_K, mode="dense"), beir, doc_of, f"{label} dense")
+    chunk_only = Retriever(collection, embedder, section_weight=0.0)
+    dense_chunk = score_documents(lambda q: chunk_only.search(q, k=FAQ_K, mode="dense"), beir, doc_of,
+                                  f"{label} dense, chunk only")
     report = tune(collection, embedder, seed=0)
     tuned = Retriever(collection, embedder)
     default = score_documents(lambda q: tuned.search(q, k=FAQ_K), beir, doc_of, f"{label} tuned")
-    out = {"model": embedder.name, "dense": rounded(dense, interval=True),
-           "tuned_default": rounded(default, interval=True), "tuned_choice": choice_name(report)}
+    tuned_chunk = Retriever(collection, embedder, section_weight=0.0)
+    default_chunk = score_documents(lambda q: tuned_chunk.search(q, k=FAQ_K), beir, doc_of, f"{label} tuned, chunk only")
+    out = {"model": embedder.name, "section_weight": retriever.section_weight, "dense": rounded(dense, interval=True),
+           "tuned_default": rounded(default, interval=True), "tuned_choice": choice_name(report),
+           "dense_chunk_only": rounded(dense_chunk, interval=True),
+           "tuned_default_chunk_only": rounded(default_chunk, interval=True)}
     collection.close()
     return out
 
@@ -78,7 +86,8 @@ def main() -> None:
         out["adapt"] = adapt_collection(settings, pairs=args.pairs, seed=args.seed)
         out["adapted"] = scores(settings, beir, doc_of, "adapted")
         out["gain"] = {arm: {name: round(out["adapted"][arm][name][0] - out["base"][arm][name][0], 4)
-                             for name in ("ndcg@10", "hit@1")} for arm in ("dense", "tuned_default")}
+                             for name in ("ndcg@10", "hit@1")}
+                       for arm in ("dense", "tuned_default", "dense_chunk_only", "tuned_default_chunk_only")}
         tuned = out["adapted"]["tuned_default"]
         out["goals"] = {"ndcg@10 >= 0.76": tuned["ndcg@10"][0] >= 0.76, "hit@1 >= 0.60": tuned["hit@1"][0] >= 0.60}
         # The guard: a corpus too small to adapt to is refused with one line, and left as it was.

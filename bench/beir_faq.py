@@ -3,7 +3,8 @@
 Builds the set with scripts/make_python_faq_beir.py when it is missing, ingests every corpus
 document's text (its heading, which repeats the question, left out) as one file
 into a scratch collection (named by a hash of its id), then scores dense, BM25 and hybrid rankings at document level: hit@1,
-hit@3, MRR and nDCG@10 with 95 % bootstrap intervals, all three modes side by side in one run.
+hit@3, MRR and nDCG@10 with 95 % bootstrap intervals, all three modes side by side in one run, and dense
+and hybrid again without the section score (`section_weight` 0: each chunk's own cosine alone).
 
     python bench/beir_faq.py [--set data/beir/python-faq] [--work EMPTY_FOLDER] [--out bench/results/beir_faq.json]
 """
@@ -89,17 +90,22 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     beir, collection, embedder, report, doc_of = faq_collection(Path(args.set), work)
     retriever = Retriever(collection, embedder)
+    chunk_only = Retriever(collection, embedder, section_weight=0.0)
     judged = [q for q in beir.queries if beir.qrels.get(q)]
     results = {}
     for mode in ("dense", "bm25", "hybrid"):
         results[mode] = score_documents(lambda question, mode=mode: retriever.search(question, k=30, mode=mode),
                                         beir, doc_of, desc=mode)
+    for mode in ("dense", "hybrid"):
+        results[f"{mode}, chunk only"] = score_documents(
+            lambda question, mode=mode: chunk_only.search(question, k=30, mode=mode), beir, doc_of,
+            desc=f"{mode}, chunk only")
     out = {
         "benchmark": "beir_faq", "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "set": {"queries": len(judged), "corpus_docs": len(beir.corpus), "chunks": report.chunks_added,
                 "ingest_s": round(report.seconds, 1)},
-        "embedding_model": embedder.name, "results": results,
+        "embedding_model": embedder.name, "section_weight": retriever.section_weight, "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """How close `rag tune`'s label-free choice comes to the choice real labels make, and what it buys.
 
 Two labelled sets, each measured untuned (the defaults: hybrid, equal weights) and tuned (mode auto
-after `rag.tune.tune`) in the same run:
+after `rag.tune.tune`) in the same run, the tuned default also without the section score
+(`section_weight` 0):
 - the Python FAQ BEIR set (bench/beir_faq.py builds and ingests it), scored per document as there;
   every candidate of the tuning grid is also scored with the real labels, giving the labelled choice;
 - the sample corpus (data/sample, data/sample/qa.jsonl): evidence in the rank-1 chunk.
@@ -123,6 +124,9 @@ def faq(args, model: dict) -> dict:
     tune_s = time.perf_counter() - start
     tuned = Retriever(collection, embedder)  # reads what tune recorded; mode auto
     out["tuned_default"] = rounded(score_documents(lambda q: tuned.search(q, k=FAQ_K), beir, doc_of, "tuned"), interval=True)
+    chunk_only = Retriever(collection, embedder, section_weight=0.0)  # the same, without the section score
+    out["tuned_default_chunk_only"] = rounded(score_documents(lambda q: chunk_only.search(q, k=FAQ_K), beir, doc_of,
+                                                              "tuned, chunk only"), interval=True)
     cosines = [best_cosine(tuned.search(q, k=args.k)) for q in judged.values()]  # the gate's score, real questions
     out.update({
         "tune": tuned_report.as_dict(), "tune_s": round(tune_s, 1), "labelled": labelled,
@@ -188,7 +192,8 @@ def sample(args) -> dict:
     cosine = {q["id"]: best_cosine(tuned.search(q["question"], k=args.k)) for q in questions}
     rank1 = at_rank_1(tuned)
     out.update({
-        "tune": report.as_dict(), "rank1_tuned_default": rank1, "label_free_choice": choice_name(report),
+        "tune": report.as_dict(), "rank1_tuned_default": rank1,
+        "rank1_tuned_default_chunk_only": at_rank_1(Retriever(collection, embedder, section_weight=0.0)), "label_free_choice": choice_name(report),
         "label_free_hybrid_weights": list(report.weights),
         "real_false_abstention": sum(cosine[q["id"]] < report.threshold for q in answerable) / len(answerable),
         "unanswerable_abstained": {q["id"]: cosine[q["id"]] < report.threshold for q in questions
