@@ -14,6 +14,7 @@ It does not chunk or embed. Finding a page's headings takes time linear in its l
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ _NUMBERED = re.compile(
     r"^(?P<title>(?:(?:chapter|section|part|appendix)\s+[0-9A-Z]+[.:]?|\d{1,2}(?:\.\d{1,3}){0,4}\.?)"
     r"[ \t]+[A-Z\"'(][^\n]{0,100}?)[ \t]*$", re.M | re.I)
 _CONTENTS_ENTRY = re.compile(r"(?:\.[ \t]*){4,}\d*$|[ \t]\.[ \t]*\d+$")  # "... 7", ". 7": dot leader, page
+_PAGE_NUMBER = re.compile(r"[ \t]\d+$")  # "1 Introduction 6": a contents line without a leader, by its neighbours
+CONTENTS_NEIGHBOURS = 3  # lines either side of it, one of which must be a dot-leader contents line
 _CODE_FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 # A longer title (all of a long line after "#", a huge <h1>) is cut: a chunk's heading path keeps
 # at most HEADING_MAX_TOKENS (rag/chunking.py) of it, and each section's path is tokenized.
@@ -70,12 +73,23 @@ def _atx_title(rest: str) -> str:
 def text_headings(text: str) -> list[Heading]:
     """Numbered heading lines and underlined lines of plain text (also used on PDF pages)."""
     found = []
+    line_starts: list[int] = []  # of the lines of a table of contents with a dot leader, found lazily
+    leader_lines: list[int] = []
     for m in _NUMBERED.finditer(text):
         title = _clean(m["title"])
         if title.endswith((".", ",", ";", ":")) or len(title.split()) > 12:
             continue  # a numbered sentence or list item, not a heading
         if _CONTENTS_ENTRY.search(title):
             continue  # a line of the table of contents: the heading itself is on its page
+        if _PAGE_NUMBER.search(title):
+            if not line_starts:
+                lines = text.split("\n")
+                line_starts = list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+                leader_lines = [n for n, line in enumerate(lines) if _CONTENTS_ENTRY.search(line.rstrip())]
+            line = bisect.bisect_right(line_starts, m.start()) - 1
+            near = bisect.bisect_left(leader_lines, line - CONTENTS_NEIGHBOURS)
+            if near < len(leader_lines) and leader_lines[near] <= line + CONTENTS_NEIGHBOURS:
+                continue  # a chapter's contents line ("1 Introduction 6"), which LaTeX sets without a leader
         number = title.split()[0].rstrip(".:")
         level = number.count(".") + 1 if number[0].isdigit() else 1
         found.append(Heading(m.start(), level, title))

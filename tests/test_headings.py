@@ -55,6 +55,11 @@ def test_numbered_heading_lines_in_plain_text():
             "2.4 Creating a Document Outline . 5\n")
     found = [(h.level, h.title) for h in text_headings(text)]
     assert found == [(1, "5 Software"), (2, "5.12 Where is the backup tool?"), (1, "Chapter 3: Installing")]
+    # LaTeX sets a chapter's contents line without a leader: known by the leader lines beside it
+    contents = ("Contents\n1 Introduction 6\n1.1 Linear programming problem . . . . . . . 6\n"
+                "1.2 Model objects . . . . . . . . 7\n2 Coding model description 8\n\n"
+                "1 Introduction\n\nbody text\n\nmore text\n\n2.3 Python 3\n\nSome words.\n")
+    assert [h.title for h in text_headings(contents)] == ["1 Introduction", "2.3 Python 3"]
     assert [h.title for h in markdown_headings("Title\n=====\n\nSub\n---\n")] == ["Title", "Sub"]
 
 
