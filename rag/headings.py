@@ -39,6 +39,7 @@ MAX_TITLE_CHARS = 500
 # titles are looked for only within LOCATE_WINDOW times the mean spacing of the page's titles.
 LOCATE_FULL_MISSES = 8
 LOCATE_WINDOW = 16
+MIN_TOLERANT = 4  # letters and digits a title needs to be matched whatever separates them (_title_pattern)
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ def text_headings(text: str) -> list[Heading]:
 
 
 def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:
-    """(level, title) pairs in reading order, found in `text` one after the other (whitespace-
-    insensitively); a title that cannot be found is placed where the previous one was.
+    """(level, title) pairs in reading order, found in `text` one after the other (by their letters
+    and digits: `_title_pattern`); a title that cannot be found is placed where the previous one was.
 
     Each found title moves the cursor on, but a missing one is searched for to the end of the
     text: after LOCATE_FULL_MISSES misses, the search stops LOCATE_WINDOW mean title spacings
@@ -108,10 +109,9 @@ def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:
     found, cursor, misses = [], 0, 0
     window = LOCATE_WINDOW * len(text) // max(1, len(titles))
     for level, title in titles:
-        words = title[:4 * MAX_TITLE_CHARS].split()
-        if not words:
+        pattern = _title_pattern(title[:4 * MAX_TITLE_CHARS])
+        if pattern is None:
             continue
-        pattern = re.compile(r"\s+".join(re.escape(w) for w in words), re.I)
         end = len(text)
         if misses >= LOCATE_FULL_MISSES:
             end = min(end, cursor + len(title) + window)
@@ -121,6 +121,19 @@ def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:
         found.append(Heading(at, level, _clean(title)))
         cursor = match.end() if match else cursor
     return found
+
+
+def _title_pattern(title: str) -> re.Pattern | None:
+    """A title as it may be set in the text: its letters and digits in order, anything but letters and
+    digits (or nothing) between them. Outlines and <h> elements often differ from the text there: an
+    outline's "glp_read_ccdata ... coloringformat" is set "glp read ccdata ... coloring\nformat" (the
+    underscores drawn as rules, the line break lost), a heading's <br> renders as a line break. A title
+    with fewer than MIN_TOLERANT letters and digits ("C++") keeps its words, any whitespace between."""
+    letters = [char for char in title if char.isalnum()]
+    if len(letters) >= MIN_TOLERANT:
+        return re.compile(r"[\W_]*".join(re.escape(char) for char in letters), re.I)
+    words = title.split()
+    return re.compile(r"\s+".join(re.escape(w) for w in words), re.I) if words else None
 
 
 def _clean(title: str) -> str:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.headings import Heading, HeadingPath, markdown_headings, text_headings
+from rag.headings import Heading, HeadingPath, locate, markdown_headings, text_headings
 from rag.loading import load
 
 
@@ -88,3 +88,16 @@ def test_a_long_heading_path_never_truncates_the_text(chunker, tmp_path, long):
     doc.write_text("\n\n".join(titles) + "\n\n" + body)
     for chunk in chunker.split(load(doc), "deep.md"):
         assert chunker.count_tokens(chunk.indexed) <= chunker.limit + 2  # specials included: fits the embedder
+
+
+def test_outline_titles_are_found_whatever_separates_their_words_in_the_text():
+    # GLPK's graphs.pdf: the outline writes "glp_read_ccdata ... coloringformat"; its page sets the
+    # underscores as rules (no glyph) and breaks the line between "coloring" and "format"
+    text = ("1.4.2 glp write graph — write graph to text file\nSynopsis\n...\n"
+            "1.4.3 glp read ccdata — read graph from text file in DIMACS clique/coloring\nformat\nSynopsis\n")
+    titles = [(2, "glp_write_graph — write graph to text file"),
+              (2, "glp_read_ccdata — read graph from text file in DIMACS clique/coloringformat"), (2, "C++")]
+    found = locate(text, titles)
+    assert [h.offset for h in found][:2] == [text.index("glp write"), text.index("glp read")]
+    assert found[2].offset == text.index("\nSynopsis", found[1].offset)  # "C++" is missing: where the last one ended
+    assert [h.title for h in found][:2] == [t for _, t in titles[:2]]  # the outline's own words are shown
