@@ -119,7 +119,8 @@ bench: dev vllm
 # quality, trust, reranking, Ray and pathological inputs.
 bench-all:
 	$(MAKE) --no-print-directory bench BENCH_QUICK= INDEX_SKIP=
-	for b in headings section_weight debian_faqs tune adapt loops conversation rerank ray_ingest large_inputs; do $(PY) bench/$$b.py || exit 1; done
+	for b in headings section_weight tune adapt loops conversation rerank ray_ingest large_inputs; do $(PY) bench/$$b.py || exit 1; done
+	$(PY) bench/debian_faqs.py --adapt
 	$(PY) bench/loops.py --name python-faq --qa $(FAQ)/qa.jsonl --docs "$(FAQ)/docs/faq-*.html" --sample 40
 	$(PY) bench/trust.py --set sample --adapter reader && $(PY) bench/trust.py --set python-faq --adapter reader
 

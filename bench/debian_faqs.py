@@ -9,10 +9,11 @@ every other section is a document too (a distractor). The documents are then ing
 each, so that, as in the Python FAQ set, no heading repeats the question, and rankings are scored per
 document: hit@1, hit@3, MRR, nDCG@10 with 95 % intervals, for dense and hybrid at each section weight
 of WEIGHTS (0: the chunk's cosine alone) and BM25, in one run; over all questions, and over those
-whose answer spans two chunks or more (the only ones the section score can move). Writes
-bench/results/debian_faqs.json.
+whose answer spans two chunks or more (the only ones the section score can move). With --adapt,
+then the same collection adapted by `rag tune --adapt-embedder`'s code and scored again (dense).
+Writes bench/results/debian_faqs.json.
 
-    python bench/debian_faqs.py [--work DIR]
+    python bench/debian_faqs.py [--work DIR] [--adapt]
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="scratch folder, kept (default: a temporary one, removed after)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "debian_faqs.json"))
+    parser.add_argument("--adapt", action="store_true",
+                        help="then adapt the embedding model to the set (rag tune --adapt-embedder; ~5 min) and score again")
     args = parser.parse_args()
 
     from eval.beir import BeirSet, doc_file_name, write_corpus_files
@@ -127,18 +130,34 @@ def main() -> None:
                     results[name][f"{mode}, section_weight {weight:g}"] = rounded(score_documents(
                         lambda q, mode=mode: retriever.search(q, k=FAQ_K, mode=mode), subset, doc_of,
                         f"{mode} {weight:g}"), interval=True)
+        collection.close()
+        if args.adapt:  # rag tune --adapt-embedder's adaptation, then dense again on the new vectors
+            from rag.adapt import adapt_collection
+            from rag.components import open_collection
+
+            adapted_settings = settings.replace(home=work, collection="faqs")
+            adapt = adapt_collection(adapted_settings)
+            adapted_embedder = make_embedder(adapted_settings)
+            adapted = open_collection(adapted_settings, adapted_embedder)
+            results["adapted embedder"] = {"adapt": {k: adapt[k] for k in ("model", "kept", "pairs", "train_s",
+                                                                         "reembed_s", "held_out_mrr")}}
+            for weight in WEIGHTS:
+                retriever = Retriever(adapted, adapted_embedder, section_weight=weight)
+                results["adapted embedder"][f"dense, section_weight {weight:g}"] = rounded(score_documents(
+                    lambda q: retriever.search(q, k=FAQ_K, mode="dense"), beir, doc_of, f"adapted {weight:g}"),
+                    interval=True)
+            adapted.close()
         out = {"benchmark": "debian_faqs", "date": time.strftime("%Y-%m-%d"), "machine": describe(),
                "set": {"queries": len(beir.queries), "queries_answer_of_2+_chunks": len(long.queries),
                        "corpus_docs": len(beir.corpus),
                        "chunks": report.chunks_added, "ingest_s": round(report.seconds, 1)},
                "results": results, "seconds": round(time.perf_counter() - start, 1)}
-        collection.close()
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out["set"] | {name: {k: {m: v[m][0] for m in ("ndcg@10", "hit@1")} for k, v in arms.items()}
-                                   for name, arms in results.items()}, indent=2))
+    print(json.dumps(out["set"] | {name: {k: {m: v[m][0] for m in ("ndcg@10", "hit@1")} for k, v in arms.items()
+                                          if k != "adapt"} for name, arms in results.items()}, indent=2))
 
 
 if __name__ == "__main__":
