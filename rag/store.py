@@ -253,20 +253,18 @@ class Collection:
         rows = self.db.execute(
             f"SELECT c.vid, c.path, c.heading, s.vector FROM chunks c LEFT JOIN sections s "
             f"ON s.path = c.path AND s.heading = c.heading WHERE c.vid IN ({marks})", vids).fetchall()
-        found = {}
-        for vid, path, heading, blob in rows:
-            # None: a collection last committed before sections were kept; worked out here until its next commit
-            found[vid] = np.frombuffer(blob, dtype=np.float32) if blob is not None else (path, heading)
-        computed: dict[tuple[str, str], np.ndarray] = {}
+        found = {vid: (path, heading, blob) for vid, path, heading, blob in rows}
+        computed: dict[str, dict[str, tuple[int, np.ndarray]]] = {}  # path -> its sections, when not stored
         for row, vid in enumerate(vids):
-            value = found.get(vid)
-            if isinstance(value, tuple):
-                if value not in computed:
-                    blobs = self.db.execute("SELECT vector FROM chunks WHERE path = ? AND heading = ?", value)
-                    computed[value] = _normalised(sum(np.frombuffer(b, dtype=np.float32) for (b,) in blobs))
-                value = computed[value]
-            if value is not None:
-                out[row] = value
+            if vid not in found:
+                continue
+            path, heading, blob = found[vid]
+            if blob is None:  # a collection last committed before sections were kept: worked out until then
+                if path not in computed:
+                    computed[path] = self._sections_of(path)
+                out[row] = computed[path][heading][1]
+            else:
+                out[row] = np.frombuffer(blob, dtype=np.float32)
         return out
 
     def all_texts(self) -> tuple[list[int], list[str]]:
@@ -377,15 +375,20 @@ class Collection:
             self._set_meta(SECTIONS_KEY, "1")
         for path in paths:
             self.db.execute("DELETE FROM sections WHERE path = ?", (path,))
-            sums: dict[str, np.ndarray] = {}  # heading -> sum of its chunks' vectors (a running sum: a
-            counts: dict[str, int] = {}  # file of a million chunks holds one vector per section, not each)
-            for heading, blob in self.db.execute("SELECT heading, vector FROM chunks WHERE path = ?", (path,)):
-                vector = np.frombuffer(blob, dtype=np.float32)
-                sums[heading] = sums[heading] + vector if heading in sums else vector.copy()
-                counts[heading] = counts.get(heading, 0) + 1
             self.db.executemany("INSERT INTO sections(path, heading, n, vector) VALUES (?, ?, ?, ?)",
-                                [(path, heading, counts[heading], _normalised(total).tobytes())
-                                 for heading, total in sums.items()])
+                                [(path, heading, n, vector.tobytes())
+                                 for heading, (n, vector) in self._sections_of(path).items()])
+
+    def _sections_of(self, path: str) -> dict[str, tuple[int, np.ndarray]]:
+        """Heading path -> (its chunks, the normalised mean of their vectors), for the file at `path`,
+        from the stored chunks. A running sum: a file of a million chunks holds one vector per section."""
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        for heading, blob in self.db.execute("SELECT heading, vector FROM chunks WHERE path = ?", (path,)):
+            vector = np.frombuffer(blob, dtype=np.float32)
+            sums[heading] = sums[heading] + vector if heading in sums else vector.copy()
+            counts[heading] = counts.get(heading, 0) + 1
+        return {heading: (counts[heading], _normalised(total)) for heading, total in sums.items()}
 
     def _vectors_after(self, vid: int, batch: int = VECTOR_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, (m, dim) float32 vectors) of the chunks whose vid is above `vid`, in vid order, at
