@@ -26,6 +26,20 @@ SETS = {"sample": (ROOT / "data/sample/qa.jsonl", [str(ROOT / "data/sample")]),
         "python-faq": (ROOT / "data/beir/python-faq/qa.jsonl", [str(ROOT / "data/beir/python-faq/docs/faq-*.html")])}
 
 
+def evidence_questions(qa: Path) -> list[dict]:
+    """The answerable questions of a qa.jsonl that name their evidence sentence."""
+    rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("answerable", True) and r.get("evidence")]
+
+
+def evidence_ranks(retriever, rows: list[dict], mode: str, k: int = 10) -> list[int | None]:
+    """Per question, the rank of the first of `k` retrieved chunks that holds its evidence; None: none."""
+    from eval.metrics import evidence_in_text
+
+    return [next((n for n, h in enumerate(retriever.search(row["question"], k=k, mode=mode), start=1)
+                  if evidence_in_text(row["evidence"], h.text)), None) for row in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "headings.json"))
@@ -33,7 +47,6 @@ def main() -> None:
 
     from bench.corpus import scratch_collection
     from bench.machine import describe
-    from eval.metrics import evidence_in_text
     from rag.chunking import Chunker
     from rag.components import make_embedder
     from rag.retriever import Retriever
@@ -46,8 +59,7 @@ def main() -> None:
         if not qa.is_file():
             print(f"{name}: {qa} missing (make eval-faq builds it); skipped", file=sys.stderr)
             continue
-        rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("answerable", True) and r.get("evidence")]
+        rows = evidence_questions(qa)
         results[name] = {"questions": len(rows)}
         for variant, use in (("without", False), ("with", True)):
             chunker = Chunker(embedder.tokenizer, embedder.max_seq_length, settings.chunk_size, settings.chunk_overlap,
@@ -58,11 +70,7 @@ def main() -> None:
             retriever = Retriever(collection, embedder, weights=(1.0, 1.0))
             scores = {}
             for mode in ("dense", "bm25", "hybrid"):
-                ranks = []
-                for row in rows:
-                    hits = retriever.search(row["question"], k=10, mode=mode)
-                    ranks.append(next((n for n, h in enumerate(hits, start=1)
-                                       if evidence_in_text(row["evidence"], h.text)), None))
+                ranks = evidence_ranks(retriever, rows, mode)
                 scores[mode] = {"hit@1": sum(r == 1 for r in ranks) / len(ranks),
                                 "hit@3": sum(r is not None and r <= 3 for r in ranks) / len(ranks),
                                 "mrr": sum(1 / r for r in ranks if r) / len(ranks)}

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from beir_faq import faq_collection
-from headings import SETS
+from headings import SETS, evidence_questions, evidence_ranks
 from machine import describe
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -79,22 +79,15 @@ def synthetic_scores(collection, embedder) -> dict:
 
 def evidence_scores(embedder, settings) -> dict:
     from bench.corpus import scratch_collection
-    from eval.metrics import evidence_in_text
     from rag.retriever import Retriever
 
     out = {}
     for name, (qa, docs) in SETS.items():
-        rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("answerable", True) and r.get("evidence")]
+        rows = evidence_questions(qa)
         collection = scratch_collection(name, docs, settings, embedder)
         out[name] = {"questions": len(rows)}
         for weight in WEIGHTS:
-            retriever = Retriever(collection, embedder, section_weight=weight)
-            ranks = []
-            for row in rows:
-                hits = retriever.search(row["question"], k=10, mode="dense")
-                ranks.append(next((n for n, h in enumerate(hits, start=1) if evidence_in_text(row["evidence"], h.text)),
-                                  None))
+            ranks = evidence_ranks(Retriever(collection, embedder, section_weight=weight), rows, "dense")
             out[name][str(weight)] = {"rank1": sum(r == 1 for r in ranks),
                                       "mrr@10": round(sum(1 / r for r in ranks if r) / len(ranks), 4)}
         shutil.rmtree(collection.folder.parent, ignore_errors=True)
