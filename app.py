@@ -53,7 +53,7 @@ def generator_for(settings: Settings, adapter: str | None):
 def retriever_for(settings: Settings, model: str) -> Retriever:
     # Kept across messages: the FAISS index and the BM25 index are built once, and the retriever
     # reloads by itself when an ingest commits a new generation. `model` (embedding_model(settings))
-    # is part of the key: `rag tune --adapt-embedder` re-embeds the collection with another model.
+    # is part of the key: `rag tune` (its adaptation) re-embeds the collection with another model.
     embedder = embedder_for(model, settings.device, embedding_dtype(settings))
     return make_retriever(settings, embedder)  # with the settings' reranker
 

@@ -1,4 +1,4 @@
-"""Adapting the embedding model to one collection, without labels: `rag tune --adapt-embedder`.
+"""Adapting the embedding model to one collection, without labels: `rag tune`'s first step.
 
 The inverse cloze task (Lee, Chang and Toutanova, 2019): a sentence drawn from a chunk is the
 question, the chunk with that sentence cut out (left in one time in ten) is its answer, and every
@@ -12,6 +12,11 @@ The adapted copy is saved in the collection's folder (`embedder-<digest>`, with 
 and the collection is re-embedded with it in one new generation that also records its name: queries,
 new files and `--reembed` then use it (rag.components.embedding_model). Adapting again starts from
 the base model once more; `rag tune --base-embedder` re-embeds with the base model and drops the copy.
+
+Plain `rag tune` adapts too, once: the collection records what its last adaptation came to
+(`embedder_adaptation` in its metadata), and a plain run does not train again over a copy in use,
+after `--base-embedder` chose the base model, or after a refusal, until the collection has grown by
+half (`settled`). `--adapt-embedder` always adapts (again).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from rag.store import Collection, StoredChunk, adapted_folder
 KEEP_SENTENCE = 0.1  # share of pairs whose answer keeps the question's sentence (as in the ICT paper)
 HELD_OUT = 0.1
 MIN_PAIRS = 200  # fewer sentences than this: too little text to adapt to
+OUTCOME = "embedder_adaptation"  # collection metadata: what its last adaptation came to (JSON)
+RETRY_GROWTH = 1.5  # after a refusal, plain `rag tune` adapts again once the collection has this many times the chunks
 DISTRACTORS = 2000  # other chunks the held-out questions are ranked among
 LEARNING_RATE = 2e-5
 BATCH = 32
@@ -49,6 +56,10 @@ WARMUP = 0.1
 
 class AdaptError(RagError):
     """The collection cannot be adapted to (too little text), or the adapted model did not pay."""
+
+    def __init__(self, message: str, outcome: str):
+        super().__init__(message)
+        self.outcome = outcome  # "too little text" | "not kept", as recorded in the collection
 
 
 @dataclass
@@ -161,10 +172,13 @@ def train(model, pairs: list[Pair], *, device: str, dtype: str, seed: int = 0,
     return len(batches)
 
 
-def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0,
+def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0, force: bool = True,
                      progress: Callable[[int, int], None] = lambda step, steps: None) -> dict:
     """Adapt the settings' embedding model to the settings' collection and re-embed it with the copy
-    (`rag tune --adapt-embedder`); the AdaptReport as a dict, with the chunks re-embedded."""
+    (`rag tune --adapt-embedder`); the AdaptReport as a dict, with the chunks re-embedded. Not `force`
+    (plain `rag tune`): a collection `settled` gives a reason for is left as it is, and the dict
+    says why under "skipped". What it came to is recorded in the collection either way; a refusal
+    raises AdaptError after recording it."""
     from ingest.pipeline import reembed
     from rag.components import make_embedder, open_collection
     from rag.embedding import model_name, pick_device, resolve_model_path
@@ -180,23 +194,59 @@ def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0,
         return done["seconds"]
 
     try:
-        report = adapt(collection, resolve_model_path(settings.embedding_model), model_name(settings.embedding_model),
-                       device=pick_device(settings.device), dtype=current.dtype, reembed=with_adapted,
-                       pairs=pairs, seed=seed, progress=progress)
+        reason = None if force else settled(collection)
+        if reason:
+            return {"model": collection.model, "chunks": 0, "skipped": reason}
+        chunks = collection.count()[1]
+        try:
+            report = adapt(collection, resolve_model_path(settings.embedding_model),
+                           model_name(settings.embedding_model), device=pick_device(settings.device),
+                           dtype=current.dtype, reembed=with_adapted, pairs=pairs, seed=seed, progress=progress)
+        except AdaptError as exc:
+            record_outcome(collection, exc.outcome, chunks, str(exc))
+            raise
+        record_outcome(collection, "kept", chunks, report.model)
     finally:
         collection.close()
     return report.as_dict() | {"chunks": done.get("chunks", 0)}
 
 
+def settled(collection: Collection) -> str | None:
+    """Why plain `rag tune` leaves this collection's embedding model as it is, or None when it adapts it:
+    it already uses an adapted copy, the base model was chosen, or its last adaptation was refused and
+    it has not grown by RETRY_GROWTH since."""
+    if MARK in collection.model:
+        return f"it already uses the adapted copy {collection.model} (--adapt-embedder adapts again)"
+    try:
+        last = json.loads(collection.get_meta(OUTCOME) or "{}")
+    except ValueError:
+        last = {}
+    if last.get("outcome") == "base chosen":
+        return "the base model was chosen with --base-embedder (--adapt-embedder adapts)"
+    if last.get("outcome") in ("too little text", "not kept"):
+        chunks = collection.count()[1]
+        if chunks < RETRY_GROWTH * last.get("chunks", 0):
+            return (f"its last adaptation was refused ({last.get('detail', '')}); plain rag tune tries again once it "
+                    f"holds {math.ceil(RETRY_GROWTH * last['chunks'])} chunks (now {chunks}), --adapt-embedder now")
+    return None
+
+
+def record_outcome(collection: Collection, outcome: str, chunks: int, detail: str = "") -> None:
+    collection.set_meta({OUTCOME: json.dumps({"outcome": outcome, "chunks": chunks, "detail": detail,
+                                              "date": time.strftime("%Y-%m-%dT%H:%M:%S")})})
+
+
 def restore_base(settings: Settings) -> dict:
     """Re-embed an adapted collection with the base model again and drop its adapted copy (`rag tune
-    --base-embedder`); a collection that is not adapted is left as it is."""
+    --base-embedder`); a collection that is not adapted is left as it is. Either way plain `rag tune`
+    no longer adapts it."""
     from ingest.pipeline import reembed
     from rag.components import make_embedder, open_collection
     from rag.embedding import model_name
 
     collection = open_collection(settings, make_embedder(settings))
     try:
+        record_outcome(collection, "base chosen", collection.count()[1])
         if MARK not in collection.model:
             return {"model": collection.model, "chunks": 0}
         done = reembed(collection, make_embedder(settings, model=settings.embedding_model), settings, wait=math.inf)
@@ -225,7 +275,7 @@ def adapt(collection: Collection, base_path: str, base_name: str, *, device: str
     if len(drawn) < MIN_PAIRS:
         raise AdaptError(
             f"collection '{collection.name}' has only {len(drawn)} sentences to adapt the embedding model to "
-            f"(at least {MIN_PAIRS} are needed): add documents first"
+            f"(at least {MIN_PAIRS} are needed): add documents first", "too little text"
         )
     cut = max(1, int(HELD_OUT * len(drawn)))
     held, used = drawn[:cut], drawn[cut:]
@@ -249,7 +299,7 @@ def adapt(collection: Collection, base_path: str, base_name: str, *, device: str
         raise AdaptError(
             f"the adapted embedding model ranked the held-out sentences' chunks no better than {base_name} (MRR@10 "
             f"{report.held_out_mrr['adapted']:.3f} against {report.held_out_mrr['base']:.3f}); the collection keeps "
-            f"{base_name}"
+            f"{base_name}", "not kept"
         )
     digest = hashlib.sha256(json.dumps([base_name, seed, len(used), collection.generation, time.time()])
                             .encode()).hexdigest()[:12]

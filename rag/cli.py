@@ -413,9 +413,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.negatives == settings.collection:
         raise UserError("--negatives must name another collection: this one's questions are answerable")
     quiet = args.json and not sys.stderr.isatty()
-    adapted = None
-    if args.adapt_embedder or args.base_embedder:
-        adapted = _switch_embedder(settings, args, quiet)
+    adapted = None if args.no_adapt_embedder else _switch_embedder(settings, args, quiet)
     embedder = make_embedder(settings)
     collection = open_collection(settings, embedder)
     negatives = open_collection(settings.replace(collection=args.negatives)) if args.negatives else None
@@ -431,7 +429,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    if adapted and "held_out_mrr" in adapted:
+    if adapted and "skipped" in adapted:
+        print(f"embedding model: {adapted['model']}, not adapted: {adapted['skipped']}")
+    elif adapted and "held_out_mrr" in adapted:
         mrr = adapted["held_out_mrr"]
         print(f"embedding model adapted: {adapted['model']} ({adapted['pairs']} pairs, {adapted['train_s']:.0f} s; "
               f"held-out MRR@10 {mrr['base']:.3f} -> {mrr['adapted']:.3f}); {adapted['chunks']} chunks re-embedded "
@@ -453,10 +453,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _switch_embedder(settings, args: argparse.Namespace, quiet: bool) -> dict:
-    """`rag tune --adapt-embedder` / `--base-embedder`: what was done, for the report."""
+    """What `rag tune` does to the embedding model first, for the report: `--base-embedder` goes back to
+    the base model; `--adapt-embedder` adapts it to the collection (again); plain `rag tune` adapts it
+    unless the collection is settled (rag.adapt.settled), and a refusal there is reported, not an error."""
     from tqdm import tqdm
 
-    from rag.adapt import adapt_collection, restore_base
+    from rag.adapt import AdaptError, adapt_collection, restore_base
+    from rag.embedding import model_name
 
     if args.base_embedder:
         return restore_base(settings)
@@ -466,12 +469,17 @@ def _switch_embedder(settings, args: argparse.Namespace, quiet: bool) -> dict:
 
     def progress(step: int, steps: int) -> None:
         if not bars:
-            bars.append(tqdm(total=steps, desc="adapting the embedding model", unit="step", file=sys.stderr,
-                             disable=quiet))
+            bars.append(tqdm(total=steps, desc="adapting the embedding model (--no-adapt-embedder skips it)",
+                             unit="step", file=sys.stderr, disable=quiet))
         bars[0].update(step - bars[0].n)
 
     try:
-        return adapt_collection(settings, pairs=args.adapt_pairs, seed=args.seed, progress=progress)
+        return adapt_collection(settings, pairs=args.adapt_pairs, seed=args.seed, force=args.adapt_embedder,
+                                progress=progress)
+    except AdaptError as exc:
+        if args.adapt_embedder:
+            raise
+        return {"model": model_name(settings.embedding_model), "chunks": 0, "skipped": str(exc)}
     finally:
         for bar in bars:
             bar.close()
@@ -567,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("tune", help="choose retrieval mode, fusion weights and abstain threshold from the collection")
+    p = sub.add_parser("tune", help="adapt the embedding model to the collection, then choose its retrieval mode, "
+                                            "fusion weights and abstain threshold")
     with_collection(p)
     p.add_argument("--questions", type=int, default=200, help="synthetic questions drawn from the chunks (default 200)")
     p.add_argument("--seed", type=int, default=0)
@@ -580,12 +589,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gate", action="store_true", help="record no abstain threshold (clears an earlier one)")
     adapt = p.add_mutually_exclusive_group()
     adapt.add_argument("--adapt-embedder", action="store_true",
-                       help="first adapt the embedding model to the collection's own text and re-embed it with the "
-                            "adapted copy (minutes per 10,000 chunks on a CPU)")
+                       help="adapt the embedding model to the collection (again), even where plain rag tune would "
+                            "not (by default it adapts once, and keeps the copy only when it ranks held-out text "
+                            "better; minutes per 10,000 chunks on a CPU)")
+    adapt.add_argument("--no-adapt-embedder", action="store_true",
+                       help="leave the embedding model as it is: tune only")
     adapt.add_argument("--base-embedder", action="store_true",
-                       help="first re-embed an adapted collection with the base embedding model again")
+                       help="re-embed an adapted collection with the base embedding model again, and keep it")
     p.add_argument("--adapt-pairs", type=int, default=6000, metavar="N",
-                   help="--adapt-embedder: training pairs drawn from the chunks (default 6000)")
+                   help="training pairs drawn from the chunks to adapt the embedding model (default 6000)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_tune)
 

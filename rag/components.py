@@ -29,7 +29,7 @@ def embedding_dtype(settings: Settings, *, fresh: bool = False) -> str:
 
 def embedding_model(settings: Settings) -> str:
     """The model that embeds for the settings' collection: `embedding_model`, or, when the collection
-    was adapted to (`rag tune --adapt-embedder`), its adapted copy of that model, a folder inside it."""
+    was adapted to (by `rag tune`), its adapted copy of that model, a folder inside it."""
     recorded = recorded_model(settings.collection_dir)
     folder = adapted_folder(settings.collection_dir, recorded) if recorded else None
     if folder is None or base_of(recorded) != model_name(settings.embedding_model):

@@ -54,7 +54,7 @@ def resolve_model_path(name: str) -> str:
 
 def model_name(model: str) -> str:
     """The name a collection records for `model`: the default model under one name, and a collection's
-    adapted copy (rag tune --adapt-embedder, a folder) under the name its card gives."""
+    adapted copy (made by rag tune, a folder) under the name its card gives."""
     if model in DEFAULT_MODEL_NAMES:
         return "all-MiniLM-L6-v2"
     card = Path(model) / ADAPTED_CARD

@@ -97,7 +97,7 @@ class Retriever:
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
         if self.collection.refresh() and self.collection.model != self.embedder.name:
-            raise CollectionError(  # re-embedded by another process since it was opened (rag tune --adapt-embedder)
+            raise CollectionError(  # re-embedded by another process since it was opened (rag tune's adaptation)
                 f"collection '{self.collection.name}' is now embedded with {self.collection.model!r}, not "
                 f"{self.embedder.name!r}: open it again"
             )

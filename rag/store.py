@@ -330,7 +330,7 @@ class Collection:
         found += [p for p in self.folder.glob("bm25-*") if p.name not in current]  # bm25-<gen>.tmp too
         found += list(self.folder.glob("index-*.faiss.tmp")) + list(self.folder.glob(f"{DB_NAME}.tmp-*"))
         found += [p for p in [self.folder / STAGING_NAME] if p.exists()]  # a distributed ingest's, never committed
-        recorded = adapted_folder(self.folder, self.model)  # rag tune --adapt-embedder's copy in use, if any
+        recorded = adapted_folder(self.folder, self.model)  # rag tune's adapted copy in use, if any
         found += [p for p in self.folder.glob(f"{ADAPTED_PREFIX}*") if p != recorded]
         return sorted(found)
 

@@ -1,5 +1,6 @@
-"""rag tune --adapt-embedder: the embedding model adapted to a collection's own text, with the real
-MiniLM, on 120 documents of the Python FAQ set committed in tests/data (no labels are used)."""
+"""rag tune adapts the embedding model to a collection's own text (once by default; --adapt-embedder
+again), with the real MiniLM, on 120 documents of the Python FAQ set committed in tests/data (no labels
+are used)."""
 
 import json
 import os
@@ -62,11 +63,11 @@ def copy_home(home: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory):
-    """A collection of 120 FAQ documents after `rag tune --adapt-embedder --adapt-pairs 320`."""
+    """A collection of 120 FAQ documents after a plain `rag tune --adapt-pairs 320` (which adapts)."""
     home = tmp_path_factory.mktemp("home")
     docs = faq_docs(home / "docs", 120)
     rag(home, "ingest", str(docs), "-c", "faq")
-    proc = rag(home, "tune", "-c", "faq", "--adapt-embedder", "--adapt-pairs", "320", "--questions", "20", "--json")
+    proc = rag(home, "tune", "-c", "faq", "--adapt-pairs", "320", "--questions", "20", "--json")
     return home, json.loads(proc.stdout)
 
 
@@ -117,6 +118,9 @@ def test_new_files_in_an_adapted_collection_use_its_model_and_base_embedder_undo
     model = out["embedder"]["model"]
     assert model in rag(home, "collections").stdout
 
+    kept = rag(home, "tune", "-c", "faq", "--questions", "20").stdout  # plain rag tune does not train again
+    assert f"embedding model: {model}, not adapted: it already uses the adapted copy" in kept
+
     restored = json.loads(rag(home, "tune", "-c", "faq", "--base-embedder", "--questions", "20", "--json").stdout)
     assert restored["embedder"]["model"] == "all-MiniLM-L6-v2" and restored["embedder"]["chunks"] > 150
     assert not list((home / "faq").glob("embedder-*"))
@@ -124,6 +128,10 @@ def test_new_files_in_an_adapted_collection_use_its_model_and_base_embedder_undo
     assert "@adapted-" not in listed and "all-MiniLM-L6-v2" in listed
     again = json.loads(rag(home, "tune", "-c", "faq", "--base-embedder", "--questions", "20", "--json").stdout)
     assert again["embedder"]["chunks"] == 0  # nothing to undo
+    plain = json.loads(rag(home, "tune", "-c", "faq", "--questions", "20", "--json").stdout)
+    assert plain["embedder"] == {"model": "all-MiniLM-L6-v2", "chunks": 0, "skipped": (
+        "the base model was chosen with --base-embedder (--adapt-embedder adapts)")}  # the choice is kept
+    assert not list((home / "faq").glob("embedder-*"))
 
 
 def test_a_collection_too_small_to_adapt_to_is_refused_in_one_line_and_left_as_it_was(tmp_path):
@@ -137,6 +145,56 @@ def test_a_collection_too_small_to_adapt_to_is_refused_in_one_line_and_left_as_i
     assert "@adapted-" not in rag(home, "collections").stdout
     bad = rag(home, "tune", "-c", "sample", "--adapt-embedder", "--adapt-pairs", "0", check=False)
     assert bad.returncode == 2 and "--adapt-pairs must be positive, got 0" in bad.stderr
+
+
+def test_plain_tune_reports_a_collection_too_small_to_adapt_to_and_tunes_it(tmp_path):
+    home = tmp_path / "home"
+    rag(home, "ingest", str(ROOT / "data" / "sample"), "-c", "sample")
+    proc = rag(home, "tune", "-c", "sample")
+    assert "Traceback" not in proc.stderr
+    assert ("embedding model: all-MiniLM-L6-v2, not adapted: collection 'sample' has only 58 sentences to adapt the "
+            "embedding model to (at least 200 are needed): add documents first") in proc.stdout
+    assert "-> default mode dense" in proc.stdout  # tuned all the same
+    assert not list((home / "sample").glob("embedder-*"))
+    again = json.loads(rag(home, "tune", "-c", "sample", "--json").stdout)["embedder"]["skipped"]
+    assert again.startswith("its last adaptation was refused (collection 'sample' has only 58 sentences")
+    assert again.endswith("plain rag tune tries again once it holds 27 chunks (now 18), --adapt-embedder now")
+    none = json.loads(rag(home, "tune", "-c", "sample", "--no-adapt-embedder", "--json").stdout)
+    assert "embedder" not in none and none["mode"] == "dense"
+
+
+def test_after_a_refusal_plain_tune_adapts_again_only_once_the_collection_has_grown_by_half(tmp_path, monkeypatch):
+    import rag.adapt
+    from ingest.pipeline import ingest
+    from rag.adapt import OUTCOME, AdaptError, adapt_collection
+    from rag.components import make_chunker, make_embedder, open_collection
+    from rag.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", collection="faq")
+    embedder = make_embedder(settings)
+    docs = faq_docs(tmp_path / "docs", 100)
+    first = sorted(docs.iterdir())[:60]
+    collection = open_collection(settings, embedder, create=True)
+    ingest(first, collection, embedder, make_chunker(settings, embedder))
+    chunks = collection.count()[1]
+    collection.close()
+    steps = []
+    monkeypatch.setattr(rag.adapt, "train", lambda model, pairs, **kw: steps.append(len(pairs)) or 0)
+    with pytest.raises(AdaptError, match="no better than all-MiniLM-L6-v2"):
+        adapt_collection(settings, pairs=240, force=False)
+    assert len(steps) == 1
+    skipped = adapt_collection(settings, pairs=240, force=False)  # nothing grew: no second training
+    assert skipped["skipped"].startswith("its last adaptation was refused (the adapted embedding model ranked")
+    assert len(steps) == 1
+    collection = open_collection(settings, embedder)
+    recorded = json.loads(collection.get_meta(OUTCOME))
+    assert recorded["outcome"] == "not kept" and recorded["chunks"] == chunks
+    ingest([docs], collection, embedder, make_chunker(settings, embedder))  # all 100 documents
+    assert collection.count()[1] >= 1.5 * chunks
+    collection.close()
+    with pytest.raises(AdaptError):
+        adapt_collection(settings, pairs=240, force=False)  # grown by half: it tries again
+    assert len(steps) == 2
 
 
 def test_an_adapted_model_that_ranks_no_better_is_not_kept(tmp_path, embedder, chunker, monkeypatch):
