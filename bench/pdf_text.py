@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -241,14 +240,9 @@ def table(rows: list[dict]) -> str:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "load_average_at_end": os.getloadavg()}
+    from bench.machine import describe
+
+    return describe() | {"load_average_at_end": os.getloadavg()}
 
 
 def provenance() -> dict:

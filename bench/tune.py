@@ -19,7 +19,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,12 +39,9 @@ PACKAGES = ("torch", "sentence-transformers", "faiss-cpu", "bm25s", "numpy", "tr
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    memory = next((int(line.split()[1]) // 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")), 0) if Path("/proc/meminfo").exists() else 0
-    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": memory, "gpu": None, "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0]}
+    from bench.machine import describe
+
+    return describe() | {"load_average_at_start": os.getloadavg()[0]}
 
 
 def provenance(paths: list[Path]) -> dict:
