@@ -40,6 +40,7 @@ MIN_LETTERS = 30
 _CODE = re.compile(r"[_=(){}\[\]<>\\/@:;|*#$%&+~^\"]")
 _GLUED_RUN = re.compile(f"[{_SPACED_LETTERS}]{{{GLUED_RUN},}}")
 FREE_WORD_NEIGHBOURS = 2  # different words on each side of a word in pdfminer's text: a word of its own
+FREQUENT_WORD = 5  # times a word stands on its own in the document to count as common beside a glued word
 SAMPLE_PAGES = 2
 SAMPLE_FROM = 30  # pdfminer walks the page tree from the start: early pages are cheaper
 SHORT_GLUE_RATE = 0.005  # a gap pdfminer finds every 200 words of the sample: the producer glues words
@@ -303,7 +304,7 @@ def respace_page(text: str, lines: list[int] | None, alternative: str, vocabular
     Only spaces are inserted, so the page keeps its characters and reading order. Within a run of
     GLUED_RUN letters every gap is taken; elsewhere a word is split only when all its pieces occur
     as words in the document (`vocabulary`, with `_with_free_words`) or one of two pieces is a common
-    English word, because pdfminer also splits kerned words ("howev er"). Contents lines are matched
+    word (`_beside_common_word`), because pdfminer also splits kerned words ("howev er"). Contents lines are matched
     without their dot leaders, and list items without their bullets.
     """
     squeezed, where = _squeeze(alternative)
@@ -370,14 +371,18 @@ def _accepted_gaps(key: str, own: list[int], new: list[int], vocabulary: Counter
 
 
 def _beside_common_word(pieces: list[str], vocabulary: Counter[str]) -> bool:
-    """Two pieces, one a common English word confirmed in the document and the other a word of three
-    letters or more ("a" + "Document", "they" + "are"): the glue of a producer that drops short gaps.
-    Kerning splits a word into pieces that are not common words ("howev" + "er", "b" + "uilt")."""
+    """Two pieces, one a common word and the other a word of three letters or more ("a" + "Document",
+    "derived" + "from"): the glue of a producer that drops short gaps. A common word is an English
+    stop word confirmed in the document, or a word of two letters or more that stands on its own in
+    it FREQUENT_WORD times. Kerning splits a word into pieces that are neither ("howev" + "er",
+    "b" + "uilt")."""
     if len(pieces) != 2:
         return False
     first, second = (_word(p) for p in pieces)
     common_words = _common_words()
-    return any(common in common_words and vocabulary[common] >= 2 and len(other) >= 3 and other.isalpha()
+    return any((common in common_words and vocabulary[common] >= 2
+                or vocabulary[common] >= FREQUENT_WORD and len(common) >= 2 and common.isalpha())
+               and len(other) >= 3 and other.isalpha()
                for common, other in ((first, second), (second, first)))
 
 

@@ -145,6 +145,20 @@ def test_respacing_takes_known_words_and_leaves_kerned_splits():
     assert inserted == 1
 
 
+def test_a_glued_word_beside_a_word_the_document_uses_often_is_split():
+    # "derivedfrom" (groff via Ghostscript): "derived" never stands alone in the document and always
+    # has "from" after it in pdfminer's text, so neither rule above confirms it; "from" stands alone
+    # five times, so the gap is taken. A kerning split ("howev er") has no such word beside it, and a
+    # word used four times is not common enough.
+    text = "it is derivedfrom a\nhowever it is\nthe newpage here"
+    alternative = "it is derived from a\nhowev er it is\nthe new page here"
+    vocabulary = Counter({"it": 9, "is": 9, "a": 9, "from": 5, "however": 3, "new": 4, "the": 9, "here": 2})
+    fixed, inserted = respace_page(text, None, alternative, vocabulary)
+    assert fixed == "it is derived from a\nhowever it is\nthe newpage here" and inserted == 1
+    vocabulary["new"] = 5
+    assert respace_page(text, None, alternative, vocabulary)[0].endswith("the new page here")
+
+
 def test_words_glued_everywhere_are_split_where_pdfminer_sets_them_between_different_neighbours():
     # A producer that drops every short gap (Ghostscript): "two" never stands alone in pdfium's text,
     # so the document's vocabulary cannot confirm it; in pdfminer's text it has different words on
