@@ -66,22 +66,22 @@ def build_set(docs: Path, work: Path, settings, embedder):
     """The BeirSet made from the FAQ pages in `docs`."""
     from bench.corpus import scratch_collection
     from eval.beir import BeirSet
-    from rag.finetune_data import _NUMBERING, _question_heading_out, _question_title
+    from rag.finetune_data import heading_question
 
     pages = scratch_collection("pages", [docs], settings, embedder)
     corpus, queries, qrels = {}, {}, {}
     first = {(c.source, c.heading): c for c in reversed(pages.all_chunks())}  # each section's first chunk
     for n, (source, heading, text) in enumerate(sections(pages)):
         chunk = replace(first[source, heading], text=text)
-        title = _question_title(chunk)
-        body = _question_heading_out(chunk).text if title else text
+        asked = heading_question(chunk)
+        body = asked[1].text if asked else text
         if len(body.split()) < MIN_ANSWER_WORDS:
             continue
         doc_id = f"{Path(source).name}#{n}"
         corpus[doc_id] = {"title": "", "text": body}
-        if title:
+        if asked:
             qid = f"q{len(queries):04d}"
-            queries[qid] = _NUMBERING.sub("", title).strip()
+            queries[qid] = asked[0]
             qrels[qid] = {doc_id: 1}
     shutil.rmtree(pages.folder.parent, ignore_errors=True)
     return BeirSet(corpus, queries, qrels)

@@ -264,11 +264,18 @@ def heading_facts(chunks: list[StoredChunk]) -> list[Fact]:
             first.setdefault((chunk.source, chunk.heading), chunk)
     facts = []
     for chunk in first.values():
-        title = _question_title(chunk)
-        said = sentences(_question_heading_out(chunk).text)[:ANSWER_SENTENCES] if title else []
+        asked = heading_question(chunk)
+        said = sentences(asked[1].text)[:ANSWER_SENTENCES] if asked else []
         if said:
-            facts.append(Fact(f"h{len(facts):05d}", [_NUMBERING.sub("", title)], " ".join(said), said[0], chunk))
+            facts.append(Fact(f"h{len(facts):05d}", [asked[0]], " ".join(said), said[0], chunk))
     return facts
+
+
+def heading_question(chunk: StoredChunk) -> tuple[str, StoredChunk] | None:
+    """The question the chunk's section heading asks, without its numbering ("2.1. How do I ...?" ->
+    "How do I ...?"), and the chunk without that heading; None when the heading asks no question."""
+    title = _question_title(chunk)
+    return None if title is None else (_NUMBERING.sub("", title), _question_heading_out(chunk))
 
 
 def _question_title(chunk: StoredChunk) -> str | None:
