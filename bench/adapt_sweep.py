@@ -9,7 +9,8 @@ sweep takes about 7 minutes on an H100; on 2 CPU cores each recipe takes 5-60 mi
 in two steps, the second needing only torch and sentence-transformers:
 
     python bench/adapt_sweep.py export --collection DIR/faq --out PAIRS   # chunks, queries, pairs
-    python bench/adapt_sweep.py run --data PAIRS --model MINILM_FOLDER [--limit N | --only I ...] [--interpolate A ...] [--out FILE]
+    python bench/adapt_sweep.py run --data PAIRS --model MINILM_FOLDER [--limit N | --only I ...]
+        [--interpolate A ...] [--out FILE]
 
 DIR/faq is the FAQ collection bench/beir_faq.py --work DIR ingests.
 """
