@@ -244,7 +244,8 @@ def restore_base(settings: Settings) -> dict:
     from rag.components import make_embedder, open_collection
     from rag.embedding import model_name
 
-    collection = open_collection(settings, make_embedder(settings))
+    # opened without the adapted copy, whose folder may be the very thing that is missing
+    collection = open_collection(settings)
     try:
         record_outcome(collection, "base chosen", collection.count()[1])
         if MARK not in collection.model:

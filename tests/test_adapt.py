@@ -224,6 +224,9 @@ def test_a_missing_adapted_model_folder_is_a_one_line_error_naming_the_fix(adapt
     proc = rag(copy, "retrieve", "anything", "-c", "faq", check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "is missing" in proc.stderr and "rag tune -c faq --base-embedder" in proc.stderr
+    fixed = json.loads(rag(copy, "tune", "-c", "faq", "--base-embedder", "--questions", "20", "--json").stdout)
+    assert fixed["embedder"]["model"] == "all-MiniLM-L6-v2" and fixed["embedder"]["chunks"] > 150  # the named fix works
+    assert json.loads(rag(copy, "retrieve", "anything", "-c", "faq", "--json").stdout)
 
 
 def test_an_adapted_model_the_collection_does_not_record_is_an_orphan_for_rag_check(adapted, tmp_path):
