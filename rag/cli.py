@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("tune", help="adapt the embedding model to the collection, then choose its retrieval mode, "
-                                            "fusion weights and abstain threshold")
+                                    "fusion weights and abstain threshold")
     with_collection(p)
     p.add_argument("--questions", type=int, default=200, help="synthetic questions drawn from the chunks (default 200)")
     p.add_argument("--seed", type=int, default=0)
