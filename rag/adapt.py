@@ -173,12 +173,13 @@ def train(model, pairs: list[Pair], *, device: str, dtype: str, seed: int = 0,
 
 
 def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0, force: bool = True,
-                     progress: Callable[[int, int], None] = lambda step, steps: None) -> dict:
+                     progress: Callable[[int, int], None] = lambda step, steps: None,
+                     note: Callable[[str], None] = lambda line: None) -> dict:
     """Adapt the settings' embedding model to the settings' collection and re-embed it with the copy
     (`rag tune --adapt-embedder`); the AdaptReport as a dict, with the chunks re-embedded. Not `force`
     (plain `rag tune`): a collection `settled` gives a reason for is left as it is, and the dict
     says why under "skipped". What it came to is recorded in the collection either way; a refusal
-    raises AdaptError after recording it."""
+    raises AdaptError after recording it. `note` is told each step that shows no `progress`."""
     from ingest.pipeline import reembed
     from rag.components import make_embedder, open_collection
     from rag.embedding import model_name, pick_device, resolve_model_path
@@ -188,6 +189,7 @@ def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0, fo
     done: dict = {}
 
     def with_adapted(save: Callable[[], Path]) -> float:
+        note(f"re-embedding the collection's {collection.count()[1]} chunks with the adapted copy")
         # minutes of training are not thrown away because an ingest holds the lock: queue behind it
         done.update(reembed(collection, lambda: make_embedder(settings, model=str(save())), settings,
                             wait=math.inf))
@@ -201,7 +203,8 @@ def adapt_collection(settings: Settings, *, pairs: int = 6000, seed: int = 0, fo
         try:
             report = adapt(collection, resolve_model_path(settings.embedding_model),
                            model_name(settings.embedding_model), device=pick_device(settings.device),
-                           dtype=current.dtype, reembed=with_adapted, pairs=pairs, seed=seed, progress=progress)
+                           dtype=current.dtype, reembed=with_adapted, pairs=pairs, seed=seed, progress=progress,
+                           note=note)
         except AdaptError as exc:
             record_outcome(collection, exc.outcome, chunks, str(exc))
             raise
@@ -259,13 +262,15 @@ def restore_base(settings: Settings) -> dict:
 
 def adapt(collection: Collection, base_path: str, base_name: str, *, device: str, dtype: str,
           reembed: Callable[[Callable[[], Path]], float], pairs: int = 6000, seed: int = 0,
-          progress: Callable[[int, int], None] = lambda step, steps: None) -> AdaptReport:
+          progress: Callable[[int, int], None] = lambda step, steps: None,
+          note: Callable[[str], None] = lambda line: None) -> AdaptReport:
     """Train an adapted copy of the model at `base_path` on the collection's own chunks, check it on
     held-out pairs, and call `reembed(save)`: holding the collection's write lock (whose orphan sweep
     would take a folder the collection does not record yet), it calls `save()`, which writes the copy
     into the collection's folder and returns that folder, re-embeds the collection with it, records
     its name, and returns the seconds taken. Raises AdaptError, with nothing changed, when the
-    collection is too small or the copy ranks the held-out pairs no better."""
+    collection is too small or the copy ranks the held-out pairs no better. `progress` follows the
+    training steps; `note` is told what runs before and after them."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -288,12 +293,15 @@ def adapt(collection: Collection, base_path: str, base_name: str, *, device: str
     report.pairs, report.held_out = len(used), len(held)
 
     # trained in float32 whatever the embedder computes in: AdamW's small steps vanish in bfloat16 weights
+    note(f"adapting the embedding model to {len(used)} sentence/passage pairs of the collection; first, how well "
+         f"{base_name} finds the passages of {len(held)} held-out sentences among {len(distractors)} others")
     model = SentenceTransformer(base_path, device=device, model_kwargs={"dtype": torch.float32})
     with mixed_precision(device, dtype), torch.inference_mode():
         report.held_out_mrr["base"] = held_out_mrr(model, held, distractors)
     t = time.perf_counter()
     report.steps = train(model, used, device=device, dtype=dtype, seed=seed, progress=progress)
     report.train_s = time.perf_counter() - t
+    note("checking the adapted copy on the same held-out sentences")
     with mixed_precision(device, dtype), torch.inference_mode():
         report.held_out_mrr["adapted"] = held_out_mrr(model, held, distractors)
     if report.held_out_mrr["adapted"] <= report.held_out_mrr["base"]:

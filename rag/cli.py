@@ -472,10 +472,12 @@ def _switch_embedder(settings, args: argparse.Namespace, quiet: bool) -> dict:
             bars.append(tqdm(total=steps, desc="adapting the embedding model (--no-adapt-embedder skips it)",
                              unit="step", file=sys.stderr, disable=quiet))
         bars[0].update(step - bars[0].n)
+        if step == steps:  # closed now: the lines that follow the training start on a line of their own
+            bars[0].close()
 
     try:
         return adapt_collection(settings, pairs=args.adapt_pairs, seed=args.seed, force=args.adapt_embedder,
-                                progress=progress)
+                                progress=progress, note=lambda line: quiet or print(line, file=sys.stderr))
     except AdaptError as exc:
         if args.adapt_embedder:
             raise

@@ -180,9 +180,13 @@ def test_after_a_refusal_plain_tune_adapts_again_only_once_the_collection_has_gr
     collection.close()
     steps = []
     monkeypatch.setattr(rag.adapt, "train", lambda model, pairs, **kw: steps.append(len(pairs)) or 0)
+    said = []
     with pytest.raises(AdaptError, match="no better than all-MiniLM-L6-v2"):
-        adapt_collection(settings, pairs=240, force=False)
+        adapt_collection(settings, pairs=240, force=False, note=said.append)
     assert len(steps) == 1
+    assert said == ["adapting the embedding model to 216 sentence/passage pairs of the collection; first, how well "
+                    f"all-MiniLM-L6-v2 finds the passages of 24 held-out sentences among {chunks - 24} others",
+                    "checking the adapted copy on the same held-out sentences"]  # what shows no progress bar
     skipped = adapt_collection(settings, pairs=240, force=False)  # nothing grew: no second training
     assert skipped["skipped"].startswith("its last adaptation was refused (the adapted embedding model ranked")
     assert len(steps) == 1
