@@ -1,4 +1,4 @@
-"""Which label-free recipe adapts MiniLM best to the Python FAQ (`rag tune --adapt-embedder`'s choice).
+"""Which label-free recipe adapts MiniLM best to the Python FAQ (the recipe `rag tune`'s adaptation uses).
 
 Each recipe trains a fresh copy of the model on pairs drawn by rag.adapt.ict_pairs from the FAQ
 collection's own chunks (as the product does), and is then scored with the benchmark's labels:

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+FAQ_K = 30  # chunks per query, deduplicated to documents: at most 10 are scored
+
 
 def faq_collection(set_folder: Path, work: Path):
     """(beir set, collection, embedder, ingest report, {file name: doc id}) for the FAQ set under
@@ -50,27 +52,35 @@ def faq_collection(set_folder: Path, work: Path):
     return beir, collection, embedder, report, doc_of
 
 
-def score_documents(search, beir, doc_of: dict[str, str], desc: str = "") -> dict:
-    """Document-level hit@1, hit@3, MRR and nDCG@10 (mean and 95 % interval) of `search(question)`,
-    a function returning chunk hits, over the judged queries; plus ms per query."""
+def per_query_scores(search, beir, doc_of: dict[str, str], desc: str = "") -> dict[str, list[float]]:
+    """Document-level hit@1, hit@3, MRR and nDCG@10 of `search(question)`, a function returning chunk
+    hits (the first FAQ_K, several may share a document), for each judged query in order."""
     from tqdm import tqdm
 
-    from eval.metrics import bootstrap_ci, hit_at_k, ndcg_at_k, reciprocal_rank
+    from eval.metrics import hit_at_k, ndcg_at_k, reciprocal_rank
 
     judged = [q for q in beir.queries if beir.qrels.get(q)]
     per_query = {"hit@1": [], "hit@3": [], "mrr": [], "ndcg@10": []}
-    start = time.perf_counter()
     for qid in tqdm(judged, desc=desc, file=sys.stderr):
-        hits = search(beir.queries[qid])  # chunks; several may share a document
+        hits = search(beir.queries[qid])
         ranked = list(dict.fromkeys(doc_of[Path(h.source).name] for h in hits))[:10]
         relevant = beir.qrels[qid]
         per_query["hit@1"].append(hit_at_k(ranked, relevant, 1))
         per_query["hit@3"].append(hit_at_k(ranked, relevant, 3))
         per_query["mrr"].append(reciprocal_rank(ranked, relevant))
         per_query["ndcg@10"].append(ndcg_at_k(ranked, relevant, 10))
+    return per_query
+
+
+def score_documents(search, beir, doc_of: dict[str, str], desc: str = "") -> dict:
+    """`per_query_scores` as a mean and 95 % interval per measure; plus ms per query."""
+    from eval.metrics import bootstrap_ci
+
+    start = time.perf_counter()
+    per_query = per_query_scores(search, beir, doc_of, desc)
     seconds = time.perf_counter() - start
     results = {name: dict(zip(("mean", "low", "high"), bootstrap_ci(values))) for name, values in per_query.items()}
-    results["ms_per_query"] = 1000 * seconds / len(judged)
+    results["ms_per_query"] = 1000 * seconds / len(per_query["mrr"])
     return results
 
 
@@ -94,11 +104,11 @@ def main() -> None:
     judged = [q for q in beir.queries if beir.qrels.get(q)]
     results = {}
     for mode in ("dense", "bm25", "hybrid"):
-        results[mode] = score_documents(lambda question, mode=mode: retriever.search(question, k=30, mode=mode),
+        results[mode] = score_documents(lambda question, mode=mode: retriever.search(question, k=FAQ_K, mode=mode),
                                         beir, doc_of, desc=mode)
     for mode in ("dense", "hybrid"):
         results[f"{mode}, chunk only"] = score_documents(
-            lambda question, mode=mode: chunk_only.search(question, k=30, mode=mode), beir, doc_of,
+            lambda question, mode=mode: chunk_only.search(question, k=FAQ_K, mode=mode), beir, doc_of,
             desc=f"{mode}, chunk only")
     out = {
         "benchmark": "beir_faq", "date": time.strftime("%Y-%m-%d"),

@@ -10,7 +10,7 @@ each, so that, as in the Python FAQ set, no heading repeats the question, and ra
 document: hit@1, hit@3, MRR, nDCG@10 with 95 % intervals, for dense and hybrid at each section weight
 of WEIGHTS (0: the chunk's cosine alone) and BM25, in one run; over all questions, and over those
 whose answer spans two chunks or more (the only ones the section score can move). With --adapt,
-then the same collection adapted by `rag tune --adapt-embedder`'s code and scored again (dense).
+then the same collection adapted as `rag tune` adapts it first, and scored again (dense).
 Writes bench/results/debian_faqs.json.
 
     python bench/debian_faqs.py [--work DIR] [--adapt]
@@ -34,13 +34,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from beir_faq import score_documents
+from beir_faq import FAQ_K, score_documents
 from machine import describe
 from tune import rounded
 
 WEIGHTS = (0.0, 0.1, 0.3, 0.5)
 MIN_ANSWER_WORDS = 8  # an answer shorter than this ("Yes.") is no document to find
-FAQ_K = 30  # chunks per query, deduplicated to documents, as bench/beir_faq.py
 
 
 def sections(collection) -> list[tuple[str, str, str]]:
@@ -92,7 +91,7 @@ def main() -> None:
     parser.add_argument("--work", help="scratch folder, kept (default: a temporary one, removed after)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "debian_faqs.json"))
     parser.add_argument("--adapt", action="store_true",
-                        help="then adapt the embedding model to the set (rag tune --adapt-embedder; ~5 min) and score again")
+                        help="then adapt the embedding model to the set (as rag tune does; ~5 min) and score again")
     args = parser.parse_args()
 
     from eval.beir import BeirSet, doc_file_name, write_corpus_files
@@ -120,10 +119,10 @@ def main() -> None:
         long = BeirSet(beir.corpus, {q: t for q, t in beir.queries.items()
                                      if chunks_of[next(iter(beir.qrels[q]))] > 1}, beir.qrels)
         results: dict = {"all questions": {}, "answer of 2+ chunks": {}}
+        bm25 = Retriever(collection, embedder)  # one retriever: its BM25 index is loaded once
         for name, subset in (("all questions", beir), ("answer of 2+ chunks", long)):
             results[name]["bm25"] = rounded(score_documents(
-                lambda q: Retriever(collection, embedder).search(q, k=FAQ_K, mode="bm25"), subset, doc_of, "bm25"),
-                interval=True)
+                lambda q: bm25.search(q, k=FAQ_K, mode="bm25"), subset, doc_of, "bm25"), interval=True)
             for weight in WEIGHTS:
                 retriever = Retriever(collection, embedder, section_weight=weight)
                 for mode in ("dense", "hybrid"):
@@ -131,7 +130,7 @@ def main() -> None:
                         lambda q, mode=mode: retriever.search(q, k=FAQ_K, mode=mode), subset, doc_of,
                         f"{mode} {weight:g}"), interval=True)
         collection.close()
-        if args.adapt:  # rag tune --adapt-embedder's adaptation, then dense again on the new vectors
+        if args.adapt:  # rag tune's adaptation, then dense again on the new vectors
             from rag.adapt import adapt_collection
             from rag.components import open_collection
 

@@ -32,10 +32,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from beir_faq import faq_collection, score_documents
+from beir_faq import FAQ_K, faq_collection, score_documents
 from machine import describe
-
-FAQ_K = 30  # chunks per query, deduplicated to documents, as bench/beir_faq.py
 
 
 def main() -> None:

@@ -32,30 +32,22 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from beir_faq import faq_collection
+from beir_faq import FAQ_K, faq_collection, per_query_scores
 from headings import SETS, evidence_questions, evidence_ranks
 from machine import describe
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
-FAQ_K = 30  # chunks per query, deduplicated to documents, as bench/beir_faq.py
 
 
 def faq_scores(collection, embedder, beir, doc_of) -> dict:
-    from eval.metrics import hit_at_k, ndcg_at_k
     from rag.retriever import Retriever
 
-    judged = [q for q in beir.queries if beir.qrels.get(q)]
-    odd = np.arange(len(judged)) % 2 == 1
     out = {}
     for weight in WEIGHTS:
         retriever = Retriever(collection, embedder, section_weight=weight)
-        ndcg, hit1 = [], []
-        for qid in judged:
-            hits = retriever.search(beir.queries[qid], k=FAQ_K, mode="dense")
-            ranked = list(dict.fromkeys(doc_of[Path(h.source).name] for h in hits))[:10]
-            ndcg.append(ndcg_at_k(ranked, beir.qrels[qid], 10))
-            hit1.append(hit_at_k(ranked, beir.qrels[qid], 1))
-        ndcg, hit1 = np.array(ndcg), np.array(hit1)
+        per_query = per_query_scores(lambda q: retriever.search(q, k=FAQ_K, mode="dense"), beir, doc_of, f"w={weight}")
+        ndcg, hit1 = np.array(per_query["ndcg@10"]), np.array(per_query["hit@1"])
+        odd = np.arange(len(ndcg)) % 2 == 1
         out[str(weight)] = {"ndcg@10": round(float(ndcg.mean()), 4), "hit@1": round(float(hit1.mean()), 4),
                             "ndcg@10_odd": round(float(ndcg[odd].mean()), 4),
                             "ndcg@10_even": round(float(ndcg[~odd].mean()), 4)}

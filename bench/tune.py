@@ -31,10 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from beir_faq import faq_collection, score_documents
+from beir_faq import FAQ_K, faq_collection, score_documents
 
 UNTUNED = {"default_mode": "", "fusion_weights": "", "abstain_threshold": "", "tune": ""}  # what no tune leaves
-FAQ_K = 30  # chunks per query, deduplicated to documents, as bench/beir_faq.py
 PACKAGES = ("torch", "sentence-transformers", "faiss-cpu", "bm25s", "numpy", "transformers")
 
 
