@@ -54,7 +54,7 @@ def shown(path: Path | str) -> str:
 class Page:
     text: str
     page: int | None  # 1-based page number for PDFs, None for single-page formats
-    sections: list[tuple[int, str]] = field(default_factory=list)  # PDF outline titles starting here: (level, title)
+    sections: list[tuple[int, str]] = field(default_factory=list)  # PDF section titles starting here: (level, title)
     headings: list[Heading] = field(default_factory=list)  # where sections start in `text` (rag/headings.py)
 
 

@@ -48,6 +48,42 @@ def test_pdf_outline_gives_heading_paths(chunker, tmp_path):
     assert by_page == {1: "Marmot Guide", 2: "Marmot Guide > Hibernation", 3: "Marmot Guide > Whistles"}
 
 
+def test_pdf_without_outline_takes_headings_from_type_size(chunker, tmp_path):
+    """A word processor's PDF has no outline and unnumbered headings: they are known by larger type,
+    the larger the higher; a large running header, a large initial and small print are not headings."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pages = [([("Field Notes on the", 20), ("Alpine Marmot", 20)],  # a title set on two lines
+              "These notes describe the Alpine marmot of the central European mountains. "),
+             ([("Hibernation", 15)], "Alpine marmots hibernate for about six months, from October to April. "),
+             ([("Heart rate", 13)], "During hibernation the heart beats only three to five times a minute. "),
+             ([("Whistles", 15)], "A single sharp whistle warns of an eagle or another threat from the air. ")]
+    for titles, text in pages:
+        pdf.add_page()
+        pdf.set_font("helvetica", "B", 18)
+        pdf.cell(0, 8, "MARMOT NOTES", new_x="LMARGIN", new_y="NEXT")  # a running header on every page
+        for title, size in titles:
+            pdf.set_font("helvetica", "B", size)
+            pdf.cell(0, 10, title, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("helvetica", size=30)
+        pdf.write(12, text[0])  # a large initial opens the paragraph
+        pdf.set_font("helvetica", size=11)
+        pdf.write(6, text[1:] + text * 5)
+        pdf.ln(8)
+        pdf.set_font("helvetica", size=8)
+        pdf.multi_cell(0, 4, "Footnote: small print under the section.")
+    path = tmp_path / "notes.pdf"
+    pdf.output(str(path))
+    sections = [(p.page, p.sections) for p in load(path).pages]
+    assert sections == [(1, [(1, "Field Notes on the Alpine Marmot")]), (2, [(2, "Hibernation")]),
+                        (3, [(3, "Heart rate")]), (4, [(2, "Whistles")])]
+    by_page = {c.page: c.heading for c in chunker.split(load(path), "notes.pdf")}
+    assert by_page == {1: "Field Notes on the Alpine Marmot", 2: "Field Notes on the Alpine Marmot > Hibernation",
+                       3: "Field Notes on the Alpine Marmot > Hibernation > Heart rate",
+                       4: "Field Notes on the Alpine Marmot > Whistles"}
+
+
 def test_numbered_heading_lines_in_plain_text():
     text = ("5 Software\n\nSome words here.\n\n5.12 Where is the backup tool?\n\nIn /usr/sbin.\n\n"
             "1. Open the lid.\n2. Remove the bin, then rinse it.\nChapter 3: Installing\n"
