@@ -184,7 +184,8 @@ def measure(path: Path, name: str, version: str, producer: str, chunker, repeats
     row = {"pdf": name,
            "package": version, "producer": producer, "pages": len(texts["new"]),
            "reference_words": sum(ref_words.values()),
-           "outline_titles": sum(len(p.sections) for p in doc.pages), "warnings": doc.warnings}
+           "outline_titles": sum(len(p.sections) for p in doc.pages), "warnings": doc.warnings,
+           "type_size_headings": type_size_headings(path, doc)}
     for extractor, pages in texts.items():
         chunks = chunker.split(Document(path, [Page(t, i + 1) for i, t in enumerate(pages)]), str(path))
         covered = chunk_text(pages, chunks)
@@ -204,6 +205,39 @@ def measure(path: Path, name: str, version: str, producer: str, chunker, repeats
             "s_per_page": seconds / max(1, len(pages)),
         }
     return row
+
+
+def type_size_headings(path: Path, doc) -> dict:
+    """The headings a PDF without an outline gets (rag.pdf.font_headings, from type size), scored
+    against this PDF's outline: the outline titles found on their page (recall), and the found titles
+    that are in the outline (precision). Titles are compared by their letters and digits, one holding
+    the other (an outline may leave out the section number the page prints)."""
+    import pypdfium2 as pdfium
+
+    from rag.pdf import font_headings, sized_lines
+
+    pdf = pdfium.PdfDocument(path.read_bytes())
+    lines = []
+    for i in range(len(pdf)):
+        textpage = pdf[i].get_textpage()
+        lines.append(sized_lines(textpage))
+        textpage.close()
+    pdf.close()
+    found = [(index + 1, title) for index, _, title in font_headings(lines)]
+    outline = [(page.page, title) for page in doc.pages for _, title in page.sections]
+
+    def key(title: str) -> str:
+        return "".join(ch for ch in title.lower() if ch.isalnum())
+
+    def same(a: tuple[int, str], b: tuple[int, str]) -> bool:
+        x, y = key(a[1]), key(b[1])
+        return a[0] == b[0] and min(len(x), len(y)) >= 3 and (x in y or y in x)
+
+    recalled = sum(any(same(o, f) for f in found) for o in outline)
+    precise = sum(any(same(f, o) for o in outline) for f in found)
+    return {"outline": len(outline), "found": len(found), "recall": recalled / max(1, len(outline)),
+            "precision": precise / max(1, len(found)),
+            "unmatched_examples": [t for f in found if not any(same(f, o) for o in outline) for t in [f[1]]][:5]}
 
 
 def words(text: str) -> list[str]:

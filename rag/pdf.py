@@ -58,6 +58,8 @@ HEADING_SHARE = 0.9  # of a heading line's printed characters in heading type (n
 MAX_HEADING_WORDS = 20
 MAX_HEADING_LEVELS = 4  # distinct heading sizes ranked; smaller ones join the last level
 RUNNING_HEADER_PAGES = 3  # a large line repeated on this many pages is a running header, not a heading
+_SECTION_NUMBER = re.compile(r"\d+(?:\.\d+)*\.?\s")  # "2.4.1. A Basic Document Outline"
+_CAPTION = re.compile(r"(?:Figure|Fig\.|Table|Listing)\s+[\dIVXA-Z]+(?:[-.]\d+)*\s*[:.]", re.I)
 
 
 class PdfError(Exception):
@@ -229,7 +231,7 @@ def _read_pdfium(data: bytes) -> tuple[list[str], dict[int, str], list[tuple[int
                     # Bounded to the page box, as a reader sees it; no layout analysis, see above.
                     texts.append(_clean_pdfium(textpage.get_text_bounded()))
                     if not toc:
-                        sized.append(_sized_lines(textpage))
+                        sized.append(sized_lines(textpage))
                     textpage.close()
                 finally:
                     page.close()
@@ -254,8 +256,8 @@ def _outline(pdf) -> list[tuple[int, int, str]]:
     return out
 
 
-def _sized_lines(textpage) -> list[tuple[str, float]]:
-    """The page's lines, each with the type size (points) of most of its printed characters."""
+def sized_lines(textpage) -> list[tuple[str, float]]:
+    """A pypdfium2 text page's lines, each with the type size (points) of most of its printed characters."""
     import pypdfium2.raw as pdfium_c
 
     lines: list[tuple[str, float]] = []
@@ -285,8 +287,11 @@ def _main_size(sizes: Counter[float]) -> float:
 
 def font_headings(pages: list[list[tuple[str, float]]]) -> list[tuple[int, int, str]]:
     """(page index, level, title) of the lines set in larger type than the body text (the size most
-    characters have), of 1 to MAX_HEADING_WORDS words and two letters or more (not a drop cap). Adjacent heading lines of one
-    size are one title set on two lines. The largest size is level 1, the next 2, and so on."""
+    characters have). Adjacent lines of one size are one title set on several lines, unless a line
+    starts with a section number; a run of more than MAX_HEADING_WORDS words is a paragraph set
+    large, not a heading. A line with fewer than two letters (a drop cap, a chapter's big number), a
+    figure or table caption and a contents line are not headings either. The largest size is level 1,
+    the next 2, and so on."""
     body: Counter[float] = Counter()
     for lines in pages:
         for text, size in lines:
@@ -296,19 +301,21 @@ def font_headings(pages: list[list[tuple[str, float]]]) -> list[tuple[int, int, 
     floor = body.most_common(1)[0][0] * HEADING_SIZE
     found: list[tuple[int, float, str]] = []
     for index, lines in enumerate(pages):
-        previous = None
+        runs: list[tuple[float, list[str]]] = []
+        previous = None  # the size of the line before, when it was large
         for text, size in lines:
             title = " ".join(text.split())
-            if size < floor or len(_LETTER.findall(title)) < 2 or len(title.split()) > MAX_HEADING_WORDS:
+            if size < floor or len(_LETTER.findall(title)) < 2:
                 previous = None
-                continue
-            if previous is not None and previous == size and found and found[-1][0] == index:
-                merged = f"{found[-1][2]} {title}"
-                if len(merged.split()) <= MAX_HEADING_WORDS:
-                    found[-1] = (index, size, merged)
-                    continue
-            found.append((index, size, title))
-            previous = size
+            elif size == previous and not _SECTION_NUMBER.match(title):
+                runs[-1][1].append(title)
+            else:
+                runs.append((size, [title]))
+                previous = size
+        for size, parts in runs:
+            title = " ".join(parts)
+            if len(title.split()) <= MAX_HEADING_WORDS and not _CAPTION.match(title) and not _LEADER.search(title):
+                found.append((index, size, title))
     pages_of: dict[str, set[int]] = {}
     for index, _, title in found:
         pages_of.setdefault(title, set()).add(index)

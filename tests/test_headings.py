@@ -50,7 +50,8 @@ def test_pdf_outline_gives_heading_paths(chunker, tmp_path):
 
 def test_pdf_without_outline_takes_headings_from_type_size(chunker, tmp_path):
     """A word processor's PDF has no outline and unnumbered headings: they are known by larger type,
-    the larger the higher; a large running header, a large initial and small print are not headings."""
+    the larger the higher; a large running header, a drop cap, a caption, a paragraph set large and
+    small print are not headings."""
     from fpdf import FPDF
 
     pdf = FPDF()
@@ -58,14 +59,17 @@ def test_pdf_without_outline_takes_headings_from_type_size(chunker, tmp_path):
               "These notes describe the Alpine marmot of the central European mountains. "),
              ([("Hibernation", 15)], "Alpine marmots hibernate for about six months, from October to April. "),
              ([("Heart rate", 13)], "During hibernation the heart beats only three to five times a minute. "),
-             ([("Whistles", 15)], "A single sharp whistle warns of an eagle or another threat from the air. ")]
+             ([("Whistles", 15)], "A single sharp whistle warns of an eagle or another threat from the air. "),
+             ([("Figure 2: a marmot on guard", 15), ("4.1 Calls", 13), ("4.2 Alarms", 13),  # two headings
+               ("A quoted passage set large is no heading, however many lines it runs over. " * 3, 15)],
+              "Repeated whistles warn of a fox, a dog or another threat on the ground. ")]
     for titles, text in pages:
         pdf.add_page()
         pdf.set_font("helvetica", "B", 18)
         pdf.cell(0, 8, "MARMOT NOTES", new_x="LMARGIN", new_y="NEXT")  # a running header on every page
         for title, size in titles:
             pdf.set_font("helvetica", "B", size)
-            pdf.cell(0, 10, title, new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 10, title, new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("helvetica", size=30)
         pdf.write(12, text[0])  # a large initial opens the paragraph
         pdf.set_font("helvetica", size=11)
@@ -77,11 +81,12 @@ def test_pdf_without_outline_takes_headings_from_type_size(chunker, tmp_path):
     pdf.output(str(path))
     sections = [(p.page, p.sections) for p in load(path).pages]
     assert sections == [(1, [(1, "Field Notes on the Alpine Marmot")]), (2, [(2, "Hibernation")]),
-                        (3, [(3, "Heart rate")]), (4, [(2, "Whistles")])]
+                        (3, [(3, "Heart rate")]), (4, [(2, "Whistles")]), (5, [(3, "4.1 Calls"), (3, "4.2 Alarms")])]
     by_page = {c.page: c.heading for c in chunker.split(load(path), "notes.pdf")}
     assert by_page == {1: "Field Notes on the Alpine Marmot", 2: "Field Notes on the Alpine Marmot > Hibernation",
                        3: "Field Notes on the Alpine Marmot > Hibernation > Heart rate",
-                       4: "Field Notes on the Alpine Marmot > Whistles"}
+                       4: "Field Notes on the Alpine Marmot > Whistles",
+                       5: "Field Notes on the Alpine Marmot > Whistles > 4.2 Alarms"}
 
 
 def test_numbered_heading_lines_in_plain_text():
