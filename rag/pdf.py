@@ -229,16 +229,16 @@ def _read_pdfium(data: bytes) -> tuple[list[str], dict[int, str], list[tuple[int
                 try:
                     textpage = page.get_textpage()
                     # Bounded to the page box, as a reader sees it; no layout analysis, see above.
-                    texts.append(_clean_pdfium(textpage.get_text_bounded()))
-                    if not toc:
-                        sized.append(sized_lines(textpage))
+                    text = _clean_pdfium(textpage.get_text_bounded())
+                    lines = [] if toc else sized_lines(textpage)
                     textpage.close()
                 finally:
                     page.close()
             except Exception as exc:  # "Failed to load page" on damaged page objects
-                texts.append("")
-                sized.append([])
+                text, lines = "", []
                 errors[i] = _reason("pypdfium2", exc)
+            texts.append(text)
+            sized.append(lines)
         return texts, errors, toc or font_headings(sized)
     finally:
         pdf.close()
@@ -304,7 +304,7 @@ def font_headings(pages: list[list[tuple[str, float]]]) -> list[tuple[int, int, 
         runs: list[tuple[float, list[str]]] = []
         previous = None  # the size of the line before, when it was large
         for text, size in lines:
-            title = " ".join(text.split())
+            title = " ".join("".join(ch for ch in _clean_pdfium(text) if ch.isprintable() or ch.isspace()).split())
             if size < floor or len(_LETTER.findall(title)) < 2:
                 previous = None
             elif size == previous and not _SECTION_NUMBER.match(title):
