@@ -1,5 +1,6 @@
 import pytest
 
+from rag.chunking import indexed_text
 from rag.retriever import Retriever, fuse
 from rag.store import CollectionError
 
@@ -54,7 +55,8 @@ def test_every_hit_carries_its_dense_cosine(sample_collection, embedder):
     question = "How long do Alpine marmots hibernate?"
     for mode in ("dense", "bm25", "hybrid"):
         hits = Retriever(sample_collection, embedder).search(question, k=3, mode=mode)
-        vectors = embedder.embed([h.text for h in hits])
+        assert any(h.heading for h in hits)  # the marmot notes' sections, from their type size
+        vectors = embedder.embed([indexed_text(h.heading, h.text) for h in hits])  # as the chunks were embedded
         expected = vectors @ embedder.embed([question])[0]
         assert np.allclose([h.dense for h in hits], expected, atol=1e-4)
     dense = Retriever(sample_collection, embedder, section_weight=0.0).search(question, k=3, mode="dense")
