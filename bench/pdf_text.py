@@ -214,13 +214,13 @@ def type_size_headings(path: Path, doc) -> dict:
     the other (an outline may leave out the section number the page prints)."""
     import pypdfium2 as pdfium
 
-    from rag.pdf import font_headings, sized_lines
+    from rag.pdf import font_headings, page_chars, sized_lines
 
     pdf = pdfium.PdfDocument(path.read_bytes())
     lines = []
     for i in range(len(pdf)):
         textpage = pdf[i].get_textpage()
-        lines.append(sized_lines(textpage))
+        lines.append(sized_lines(page_chars(textpage)))
         textpage.close()
     pdf.close()
     found = [(index + 1, title) for index, _, title in font_headings(lines)]

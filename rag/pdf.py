@@ -11,8 +11,10 @@ pages, and a file where it finds many missing gaps is re-spaced throughout. A wo
 never stands alone in pdfium's text ("they" in "theyare") is confirmed by pdfminer's text, where it
 has different neighbours on both sides, unlike a kerning split's piece. Words hyphenated at a
 line's end are then joined again (`dehyphenate`), and footnote numbers set apart from the word they
-touch (`split_footnote_marks`). A page pdfium cannot load is read with pypdf. Every parser error,
-from any of the three, ends as one `PdfError` line.
+touch (`split_footnote_marks`). Before all that, pdfium's text gets a space where a subscript or
+superscript ends against the next symbol ("ai1xm+1" for a_i1 x_m+1), as pdftotext sets it
+(`set_scripts_apart`). A page pdfium cannot load is read with pypdf. Every parser error, from any
+of the three, ends as one `PdfError` line.
 
 A PDF without an outline (most word processors' and report generators' output) gets its section
 titles from the type size (`font_headings`): a short line set larger than the body text is a
@@ -58,6 +60,9 @@ HEADING_SHARE = 0.9  # of a heading line's printed characters in heading type (n
 MAX_HEADING_WORDS = 20
 MAX_HEADING_LEVELS = 4  # distinct heading sizes ranked; smaller ones join the last level
 RUNNING_HEADER_PAGES = 3  # a large line repeated on this many pages is a running header, not a heading
+SCRIPT_SIZE = 0.85  # a character this much smaller than the next one, on another baseline, is a script
+SCRIPT_SHIFT = 0.1  # of the next character's size: the baseline difference that marks a script
+_CLOSING = frozenset(")]},.;:!?'\"\u2019\u201d")
 _SECTION_NUMBER = re.compile(r"\d+(?:\.\d+)*\.?\s")  # "2.4.1. A Basic Document Outline"
 _CAPTION = re.compile(r"(?:Figure|Fig\.|Table|Listing)\s+[\dIVXA-Z]+(?:[-.]\d+)*\s*[:.]", re.I)
 
@@ -230,7 +235,9 @@ def _read_pdfium(data: bytes) -> tuple[list[str], dict[int, str], list[tuple[int
                     textpage = page.get_textpage()
                     # Bounded to the page box, as a reader sees it; no layout analysis, see above.
                     text = _clean_pdfium(textpage.get_text_bounded())
-                    lines = [] if toc else sized_lines(textpage)
+                    chars = page_chars(textpage)
+                    text, _ = set_scripts_apart(text, textpage, chars)
+                    lines = [] if toc else sized_lines(chars)
                     textpage.close()
                 finally:
                     page.close()
@@ -256,26 +263,81 @@ def _outline(pdf) -> list[tuple[int, int, str]]:
     return out
 
 
-def sized_lines(textpage) -> list[tuple[str, float]]:
-    """A pypdfium2 text page's lines, each with the type size (points) of most of its printed characters."""
+def page_chars(textpage) -> list[tuple[str, float]]:
+    """Each character of a pypdfium2 text page (pdfium's own spaces and line breaks included) with
+    its type size in points."""
     import pypdfium2.raw as pdfium_c
 
+    raw = textpage.raw
+    return [(chr(pdfium_c.FPDFText_GetUnicode(raw, i)), pdfium_c.FPDFText_GetFontSize(raw, i))
+            for i in range(textpage.count_chars())]
+
+
+def sized_lines(chars: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """A page's lines (from `page_chars`), each with the type size of most of its printed characters."""
     lines: list[tuple[str, float]] = []
-    chars: list[str] = []
+    line: list[str] = []
     sizes: Counter[float] = Counter()
-    for i in range(textpage.count_chars()):
-        char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i))
+    for char, size in chars:
         if char in "\r\n":
             if sizes:
-                lines.append(("".join(chars), _main_size(sizes)))
-            chars, sizes = [], Counter()
+                lines.append(("".join(line), _main_size(sizes)))
+            line, sizes = [], Counter()
             continue
-        chars.append(char)
+        line.append(char)
         if not char.isspace():
-            sizes[round(pdfium_c.FPDFText_GetFontSize(textpage.raw, i) * 2) / 2] += 1  # half points
+            sizes[round(size * 2) / 2] += 1  # half points
     if sizes:
-        lines.append(("".join(chars), _main_size(sizes)))
+        lines.append(("".join(line), _main_size(sizes)))
     return lines
+
+
+def set_scripts_apart(text: str, textpage, chars: list[tuple[str, float]]) -> tuple[str, int]:
+    """`text` (the page's) with a space where a subscript or superscript ends against the next
+    character, as pdftotext sets it: "ai1xm+1" -> "ai1 xm+1" (a with subscript i1, x with m+1),
+    "biis" -> "bi is". After closing punctuation the space goes after it: "(xB)k" -> "(xB) k".
+    A script is a character at most SCRIPT_SIZE of the next one's size, on another baseline; its
+    start is left alone ("xB"), as pdftotext leaves it, and so is a digit or capital before a capital:
+    chemical formulas ("H2O") and the LaTeX logo stay whole. Returns (text, spaces inserted)."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    x, y = ctypes.c_double(), ctypes.c_double()
+
+    def baseline(i: int) -> float:
+        pdfium_c.FPDFText_GetCharOrigin(textpage.raw, i, x, y)
+        return y.value
+
+    ends: list[int] = []  # indexes into the printed characters (whitespace left out)
+    printed = -1
+    for i, (char, size) in enumerate(chars):
+        if char.isspace():
+            continue
+        printed += 1
+        if i == 0 or not chars[i - 1][0].isalnum() or size <= 0:
+            continue
+        if chars[i - 1][1] > SCRIPT_SIZE * size or abs(baseline(i - 1) - baseline(i)) < SCRIPT_SHIFT * size:
+            continue
+        if char.isupper() and (chars[i - 1][0].isdigit() or chars[i - 1][0].isupper()):
+            continue  # a formula ("H2O", "Fe2O3") or a logo ("LaTeX" with its raised A): one word
+        j, at = i, printed
+        while j < len(chars) and chars[j][0] in _CLOSING:
+            j, at = j + 1, at + 1
+        if j < len(chars) and not chars[j][0].isspace() and chars[j][0] not in _CLOSING:
+            ends.append(at)
+    if not ends:
+        return text, 0
+    own = "".join(char for char, _ in chars if not char.isspace()).replace("\x02", "-").replace("\ufffe", "-")
+    squeezed = [(k, ch) for k, ch in enumerate(text) if not ch.isspace()]
+    if own != "".join(ch for _, ch in squeezed):
+        return text, 0  # the bounded text left characters out: no safe way to place the gaps
+    out = text
+    for at in sorted(set(ends), reverse=True):
+        k = squeezed[at][0]
+        if not out[k - 1].isspace():
+            out = out[:k] + " " + out[k:]
+    return out, len(set(ends))
 
 
 def _main_size(sizes: Counter[float]) -> float:

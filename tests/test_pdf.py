@@ -106,6 +106,30 @@ def test_a_footnote_number_is_set_apart_from_the_word_it_touches(tmp_path: Path)
     assert "Come and see 3Com." in lines  # a name, not a footnote: "Com" occurs nowhere else
 
 
+def test_a_subscript_is_set_apart_from_the_next_symbol_and_formulas_stay_whole(tmp_path: Path):
+    """pdfium runs a subscript into what follows ("ai1xm+1" for a_i1 x_m+1); pdftotext, the benchmark's
+    reference, sets a space where a script ends, and so does rag/pdf.py. A chemical formula and a
+    superscript before punctuation keep their form."""
+    pdf = new_pdf()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    parts = [("The constraint is a", "LINE"), ("i1", "SUB"), ("x", "LINE"), ("m+1", "SUB"), (" + a", "LINE"),
+             ("i2", "SUB"), ("x", "LINE"), ("m+2", "SUB"), (" where (x", "LINE"), ("B", "SUB"), (")k is basic.", "LINE")]
+    for text, position in parts:
+        pdf.char_vpos = position
+        pdf.write(8, text)
+    pdf.ln(10)
+    parts = [("Water is H", "LINE"), ("2", "SUB"), ("O and rust is Fe", "LINE"), ("2", "SUB"), ("O", "LINE"),
+             ("3", "SUB"), (", as E = mc", "LINE"), ("2", "SUP"), (".", "LINE")]
+    for text, position in parts:
+        pdf.char_vpos = position
+        pdf.write(8, text)
+    path = tmp_path / "scripts.pdf"
+    path.write_bytes(bytes(pdf.output()))
+    assert load(path).pages[0].text.split("\n") == ["The constraint is ai1 xm+1 + ai2 xm+2 where (xB) k is basic.",
+                                                    "Water is H2O and rust is Fe2O3, as E = mc2."]
+
+
 def test_a_few_glued_lines_among_good_ones_are_found_and_respaced():
     rows: list[str | list[str]] = [*PROSE, *PROSE, GLUED, *PROSE, GLUED[3:], *PROSE]
     data = pdf_bytes([rows])
