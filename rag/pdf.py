@@ -265,12 +265,14 @@ def _outline(pdf) -> list[tuple[int, int, str]]:
 
 def page_chars(textpage) -> list[tuple[str, float]]:
     """Each character of a pypdfium2 text page (pdfium's own spaces and line breaks included) with
-    its type size in points."""
+    its type size in points (0 for whitespace)."""
     import pypdfium2.raw as pdfium_c
 
-    raw = textpage.raw
-    return [(chr(pdfium_c.FPDFText_GetUnicode(raw, i)), pdfium_c.FPDFText_GetFontSize(raw, i))
-            for i in range(textpage.count_chars())]
+    raw, count, size_of = textpage.raw, textpage.count_chars(), pdfium_c.FPDFText_GetFontSize
+    text = textpage.get_text_range(0, count)  # one call; one code unit a character within the BMP
+    if len(text) != count:  # characters beyond the BMP (math letters, emoji): one at a time
+        text = "".join(chr(pdfium_c.FPDFText_GetUnicode(raw, i)) for i in range(count))
+    return [(char, 0.0 if char.isspace() else size_of(raw, i)) for i, char in enumerate(text)]
 
 
 def sized_lines(chars: list[tuple[str, float]]) -> list[tuple[str, float]]:
