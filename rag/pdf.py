@@ -296,8 +296,8 @@ def sized_lines(chars: list[tuple[str, float]]) -> list[tuple[str, float]]:
 
 def set_scripts_apart(text: str, textpage, chars: list[tuple[str, float]]) -> tuple[str, int]:
     """`text` (the page's) with a space where a subscript or superscript ends against the next
-    character, as pdftotext sets it: "ai1xm+1" -> "ai1 xm+1" (a with subscript i1, x with m+1),
-    "biis" -> "bi is". After closing punctuation the space goes after it: "(xB)k" -> "(xB) k".
+    character, as pdftotext sets it: "ai1xm+1" -> "ai1 xm+1" (a with subscript i1, x with m+1).
+    After closing punctuation the space goes after it: "(xB)k" -> "(xB) k".
     A script is a character at most SCRIPT_SIZE of the next one's size, on another baseline; its
     start is left alone ("xB"), as pdftotext leaves it, and so is a digit or capital before a capital:
     chemical formulas ("H2O") and the LaTeX logo stay whole. Returns (text, spaces inserted)."""
