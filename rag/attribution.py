@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rag.embedding import Embedder
+from rag.headings import SEPARATOR
 from rag.retriever import Hit
 
 SEMANTIC_WEIGHT = 0.5
@@ -95,6 +96,15 @@ def sentences(text: str) -> list[Span]:
         if span.end > span.start:
             merged.append(span)
     return merged
+
+
+def _after_title(text: str, span: Span, title: str) -> Span:
+    """`span` without a first line that is the section's title: a PDF sets a heading on its own line
+    with no full stop after it, so it runs into the sentence below ("Hibernation\nAlpine marmots ...")."""
+    first, newline, _ = text[span.start:span.end].partition("\n")
+    if title and newline and " ".join(first.split()).lower() == " ".join(title.split()).lower():
+        return _strip(text, span.start + len(first) + 1, span.end)
+    return span
 
 
 def _strip(text: str, start: int, end: int) -> Span:
@@ -251,7 +261,9 @@ class Attributor:
             topic = _stems(hit.heading)
             if not terms <= topic | _stems(hit.text):
                 continue
+            title = hit.heading.rsplit(SEPARATOR, 1)[-1]
             for span in sentences(hit.text):
+                span = _after_title(hit.text, span, title)
                 text = hit.text[span.start:span.end]
                 words = _stems(text)
                 if (len(text.split()) >= 4 and not text.rstrip().endswith("?") and len(words - terms) >= 2

@@ -155,6 +155,8 @@ def test_a_quote_answers_what_was_asked_or_there_is_none(sample_collection, embe
     assert quote("How tall is the Korvik lighthouse tower?").startswith("The tower is 31 metres tall")
     # the subject is in the sentence before; "how much" wants the sentence with a number
     assert quote("How much does an adult Alpine marmot weigh?").startswith("Adults weigh three to seven kilograms")
+    # a PDF's heading line, which runs into the sentence below it, is not part of the quote
+    assert quote("How long do Alpine marmots hibernate?").startswith("Alpine marmots hibernate for about six months")
     # the caffeine sentence is about green tea, and its passage never names oolong
     assert quote("How many caffeine milligrams are in a cup of oolong tea?") is None
     # a heading that repeats the question says nothing new
