@@ -236,7 +236,7 @@ def _read_pdfium(data: bytes) -> tuple[list[str], dict[int, str], list[tuple[int
                     # Bounded to the page box, as a reader sees it; no layout analysis, see above.
                     text = _clean_pdfium(textpage.get_text_bounded())
                     chars = page_chars(textpage)
-                    text, _ = set_scripts_apart(text, textpage, chars)
+                    text = set_scripts_apart(text, textpage, chars)
                     lines = [] if toc else sized_lines(chars)
                     textpage.close()
                 finally:
@@ -294,13 +294,13 @@ def sized_lines(chars: list[tuple[str, float]]) -> list[tuple[str, float]]:
     return lines
 
 
-def set_scripts_apart(text: str, textpage, chars: list[tuple[str, float]]) -> tuple[str, int]:
+def set_scripts_apart(text: str, textpage, chars: list[tuple[str, float]]) -> str:
     """`text` (the page's) with a space where a subscript or superscript ends against the next
     character, as pdftotext sets it: "ai1xm+1" -> "ai1 xm+1" (a with subscript i1, x with m+1).
     After closing punctuation the space goes after it: "(xB)k" -> "(xB) k".
     A script is a character at most SCRIPT_SIZE of the next one's size, on another baseline; its
     start is left alone ("xB"), as pdftotext leaves it, and so is a digit or capital before a capital:
-    chemical formulas ("H2O") and the LaTeX logo stay whole. Returns (text, spaces inserted)."""
+    chemical formulas ("H2O") and the LaTeX logo stay whole."""
     import ctypes
 
     import pypdfium2.raw as pdfium_c
@@ -329,17 +329,17 @@ def set_scripts_apart(text: str, textpage, chars: list[tuple[str, float]]) -> tu
         if j < len(chars) and not chars[j][0].isspace() and chars[j][0] not in _CLOSING:
             ends.append(at)
     if not ends:
-        return text, 0
+        return text
     own = "".join(char for char, _ in chars if not char.isspace()).replace("\x02", "-").replace("\ufffe", "-")
     squeezed = [(k, ch) for k, ch in enumerate(text) if not ch.isspace()]
     if own != "".join(ch for _, ch in squeezed):
-        return text, 0  # the bounded text left characters out: no safe way to place the gaps
+        return text  # the bounded text left characters out: no safe way to place the gaps
     out = text
     for at in sorted(set(ends), reverse=True):
         k = squeezed[at][0]
         if not out[k - 1].isspace():
             out = out[:k] + " " + out[k:]
-    return out, len(set(ends))
+    return out
 
 
 def _main_size(sizes: Counter[float]) -> float:
