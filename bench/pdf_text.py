@@ -234,10 +234,10 @@ def type_size_headings(path: Path, doc) -> dict:
         return a[0] == b[0] and min(len(x), len(y)) >= 3 and (x in y or y in x)
 
     recalled = sum(any(same(o, f) for f in found) for o in outline)
-    precise = sum(any(same(f, o) for o in outline) for f in found)
+    unmatched = [f for f in found if not any(same(f, o) for o in outline)]
     return {"outline": len(outline), "found": len(found), "recall": recalled / max(1, len(outline)),
-            "precision": precise / max(1, len(found)),
-            "unmatched_examples": [t for f in found if not any(same(f, o) for o in outline) for t in [f[1]]][:5]}
+            "precision": (len(found) - len(unmatched)) / max(1, len(found)),
+            "unmatched_examples": [title for _, title in unmatched[:5]]}
 
 
 def words(text: str) -> list[str]:
