@@ -129,6 +129,7 @@ def faq(args, model: dict) -> dict:
         "label_free_choice": choice_name(tuned_report), "label_free_hybrid_weights": list(tuned_report.weights),
         "best_single_mode": best_single, "relevant_doc_in_first_30_chunks": headroom,
         "real_false_abstention": sum(c < tuned_report.threshold for c in cosines) / len(cosines),
+        # After `rag tune --no-adapt-embedder`; plain `rag tune`, which adapts the model first: adapt.json.
         "goals": {"ndcg@10 >= 0.76": out["tuned_default"]["ndcg@10"][0] >= 0.76,
                   "hit@1 >= 0.60": out["tuned_default"]["hit@1"][0] >= 0.60,
                   "default ndcg@10 >= best single mode's":
@@ -193,7 +194,10 @@ def sample(args) -> dict:
         "real_false_abstention": sum(cosine[q["id"]] < report.threshold for q in answerable) / len(answerable),
         "unanswerable_abstained": {q["id"]: cosine[q["id"]] < report.threshold for q in questions
                                    if not q.get("answerable", True)},
-        "goals": {"rank-1 evidence >= 19 of 20": rank1 >= 19},
+        # The goal was filed against the defaults of the day ("today 17", before tune existed); the figure
+        # after tune is judged too, and BENCHMARKS says why it is one question short.
+        "goals": {"rank-1 evidence >= 19 of 20, default settings": out["rank1_untuned_default"] >= 19,
+                  "rank-1 evidence >= 19 of 20, after rag tune": rank1 >= 19},
         "corrections": corrections(collection, embedder, args, lambda name: labelled[name]),
     })
     return out
