@@ -9,6 +9,9 @@ punctuation. Word recall: the share of reference words (counted with repeats) fo
 the chunks (rag.chunking.Chunker over the MiniLM tokenizer, the union of chunk spans per page).
 Glued-word rate: words of more than 25 letters that the reference does not have, over all words.
 Seconds per page: the median of --repeats interleaved runs, extraction only.
+Headings: the headings a PDF without an outline would get from type size, scored against the
+outline (`type_size_headings`), and the chunks whose heading path holds outline titles only
+(`heading_paths`: the numbered lines of the text filtered as the product does, and unfiltered).
 
     python bench/pdf_text.py [--cache ~/.cache/ragvsft/bench-pdfs] [--repeats 3] [--out bench/results/pdf_text.json]
 
@@ -54,6 +57,7 @@ PDFS = [
     ("python-reportlab-doc", "usr/share/doc/python-reportlab-doc/reportlab-userguide.pdf", "ReportLab"),
     ("groff", "usr/share/doc/groff-base/pdf/automake.pdf.gz", "groff, gropdf"),
     ("groff", "usr/share/doc/groff-base/pdf/pdfmark.pdf.gz", "groff, Ghostscript"),
+    ("bash-doc", "usr/share/doc/bash/bashref.pdf", "Texinfo, pdfTeX"),
 ]
 GLUED_LETTERS = 25
 
@@ -86,6 +90,8 @@ def main() -> None:
         "s_per_page_all": {k: sum(r[k]["seconds"] for r in rows) / sum(r["pages"] for r in rows)
                            for k in ("old", "new")},
         "goals": {"recall": 0.99, "glued_rate": 0.001},
+        "min_outline_only_paths": {k: min(r["heading_paths"][k]["outline_only"] for r in rows if r["heading_paths"])
+                                   for k in ("old", "new")},
     }
     report = {
         "benchmark": "pdf_text",
@@ -185,7 +191,7 @@ def measure(path: Path, name: str, version: str, producer: str, chunker, repeats
            "package": version, "producer": producer, "pages": len(texts["new"]),
            "reference_words": sum(ref_words.values()),
            "outline_titles": sum(len(p.sections) for p in doc.pages), "warnings": doc.warnings,
-           "type_size_headings": type_size_headings(path, doc)}
+           "type_size_headings": type_size_headings(path, doc), "heading_paths": heading_paths(path, doc, chunker)}
     for extractor, pages in texts.items():
         chunks = chunker.split(Document(path, [Page(t, i + 1) for i, t in enumerate(pages)]), str(path))
         covered = chunk_text(pages, chunks)
@@ -205,6 +211,35 @@ def measure(path: Path, name: str, version: str, producer: str, chunker, repeats
             "s_per_page": seconds / max(1, len(pages)),
         }
     return row
+
+
+def heading_paths(path: Path, doc, chunker) -> dict:
+    """In a PDF with an outline, the chunks whose heading path holds outline titles only: as the product
+    reads the numbered heading lines of the text (`new`: running headers left out, and only levels below
+    the outline's), and with every such line merged in, as before 2026-11-26 (`old`), when running
+    headers with their page numbers ("Chapter 4: Shell Builtin Commands 50") and list items reset the
+    path at level 1. (A numbered line below the outline's levels would count against `new` here; none
+    of these PDFs has one.)"""
+    from rag.headings import SEPARATOR, _clean, locate, text_headings
+    from rag.loading import Document, Page, _merge
+
+    outline = {_clean(title) for page in doc.pages for _, title in page.sections}
+    if not outline:
+        return {}
+    unfiltered = [Page(p.text, p.page, p.sections, _merge(locate(p.text, p.sections), text_headings(p.text)))
+                  for p in doc.pages]
+
+    def from_outline(heading: str) -> bool:  # the chunker drops top levels, and cuts a lone long title's end
+        parts = heading.split(SEPARATOR) if heading else []
+        return all(t in outline or (len(parts) == 1 and any(o.startswith(t) for o in outline)) for t in parts)
+
+    out = {}
+    for name, document in (("old", Document(path, unfiltered)), ("new", doc)):
+        chunks = chunker.split(document, str(path))
+        other = [c.heading for c in chunks if not from_outline(c.heading)]
+        out[name] = {"chunks": len(chunks), "outline_only": 1 - len(other) / max(1, len(chunks)),
+                     "other_examples": list(dict.fromkeys(other))[:3]}
+    return out
 
 
 def type_size_headings(path: Path, doc) -> dict:

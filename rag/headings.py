@@ -3,8 +3,9 @@
 A page's headings are (offset in the page text, level, title) triples, found by format:
 - Markdown: ATX (`## Title`) and setext (a line underlined with === or ---) headings;
 - HTML: the h1-h6 elements, located in the text the page was rendered to;
-- PDF: the outline's titles for the page (pypdf/pdfium bookmarks), located in its text, plus the
-  numbered heading lines of plain text;
+- PDF: the outline's titles for the page (pypdf/pdfium bookmarks), or the lines set in larger type
+  (rag/pdf.py), located in its text, plus the numbered heading lines of plain text at deeper levels
+  than those (running headers left out: `drop_running_headers`);
 - plain text: numbered heading lines ("5.12 Where is the backup tool?", "Chapter 3 Software"),
   lines underlined with === or ---.
 `HeadingPath` keeps the path ("Admin Guide > 5 Software > 5.12 Backups") as the pages are read.
@@ -25,9 +26,11 @@ _ATX = re.compile(r"^(#{1,6})[ \t]+([^\n]+)$", re.M)
 _SETEXT = re.compile(r"^(?P<title>[^\n]{2,120})\n(?P<rule>=+|-+)[ \t]*$", re.M)
 # "5 Software", "5.12 Where is the backup tool?", "Chapter 3: Installing" - short, capitalised, not a
 # sentence (no final period), at most 12 words.
+# Only the word "chapter" etc. is read in any case: a line whose title starts in lower case ("2 columns:
+# x y") is not a heading.
 _NUMBERED = re.compile(
-    r"^(?P<title>(?:(?:chapter|section|part|appendix)\s+[0-9A-Z]+[.:]?|\d{1,2}(?:\.\d{1,3}){0,4}\.?)"
-    r"[ \t]+[A-Z\"'(][^\n]{0,100}?)[ \t]*$", re.M | re.I)
+    r"^(?P<title>(?:(?i:chapter|section|part|appendix)\s+[0-9A-Z]+[.:]?|\d{1,2}(?:\.\d{1,3}){0,4}\.?)"
+    r"[ \t]+[A-Z\"'(][^\n]{0,100}?)[ \t]*$", re.M)
 _CONTENTS_ENTRY = re.compile(r"(?:\.[ \t]*){4,}\d*$|[ \t]\.[ \t]*\d+$")  # "... 7", ". 7": dot leader, page
 _PAGE_NUMBER = re.compile(r"[ \t]\d+$")  # "1 Introduction 6": a contents line without a leader, by its neighbours
 CONTENTS_NEIGHBOURS = 3  # lines either side of it, one of which must be a dot-leader contents line
@@ -40,6 +43,10 @@ MAX_TITLE_CHARS = 500
 LOCATE_FULL_MISSES = 8
 LOCATE_WINDOW = 16
 MIN_TOLERANT = 4  # letters and digits a title needs to be matched whatever separates them (_title_pattern)
+# A heading line found on this many pages of a PDF, page numbers aside, is a running header: Texinfo
+# sets "Chapter 4: Shell Builtin Commands 50" atop every page of chapter 4.
+RUNNING_HEADER_PAGES = 3
+_FOLIO = re.compile(r"^\d+\s+|\s+\d+$")  # a page number at either end of a header line ("50 Manual", "Manual 51")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,22 @@ def text_headings(text: str) -> list[Heading]:
     found += [Heading(m.start(), 1 if m["rule"][0] == "=" else 2, _clean(m["title"]))
               for m in _SETEXT.finditer(text) if len(m["rule"]) >= 3]
     return sorted(found, key=lambda h: h.offset)
+
+
+def running_key(title: str) -> str:
+    """What a running header keeps from page to page: the line less a page number at either end."""
+    return _FOLIO.sub("", title).casefold()
+
+
+def drop_running_headers(pages: list[list[Heading]]) -> list[list[Heading]]:
+    """Each page's headings less those found on RUNNING_HEADER_PAGES pages or more (`running_key`):
+    a running header looks like a numbered heading, and taken for one it would reset every page's
+    heading path to its chapter."""
+    pages_of: dict[str, int] = {}
+    for headings in pages:
+        for key in {running_key(h.title) for h in headings}:
+            pages_of[key] = pages_of.get(key, 0) + 1
+    return [[h for h in headings if pages_of[running_key(h.title)] < RUNNING_HEADER_PAGES] for headings in pages]
 
 
 def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:

@@ -19,7 +19,7 @@ import ftfy
 from charset_normalizer import from_bytes
 
 from rag.errors import RagError
-from rag.headings import Heading, locate, markdown_headings, text_headings
+from rag.headings import Heading, drop_running_headers, locate, markdown_headings, text_headings
 from rag.pdf import PdfError, extraction_failed, read_pdf  # noqa: F401  (extraction_failed: re-exported)
 
 PDF_SUFFIXES = {".pdf"}
@@ -176,8 +176,13 @@ def load(path: Path, max_file_mb: float | None = None) -> Document:
         raise LoadError(path, "empty file")
     if suffix in PDF_SUFFIXES:
         doc = _load_pdf(path, data)
-        for page in doc.pages:
-            page.headings = _merge(locate(page.text, page.sections), text_headings(page.text))
+        # The outline (or type size) is taken at its word for the levels it has: numbered lines only add
+        # deeper ones, such as the subsections of an outline that stops at sections. Numbered lines at its
+        # levels are its own titles again, or list items ("1. If the second argument is ...").
+        covered = max((level for page in doc.pages for level, _ in page.sections), default=0)
+        numbered = drop_running_headers([text_headings(page.text) for page in doc.pages])
+        for page, lines in zip(doc.pages, numbered):
+            page.headings = _merge(locate(page.text, page.sections), [h for h in lines if h.level > covered])
     else:
         text, warnings = decode_text(path, data)
         if suffix in HTML_SUFFIXES:

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
 
+from rag.headings import RUNNING_HEADER_PAGES, running_key
+
 # Letters of the scripts that separate words with spaces. Chinese, Japanese and Thai lines run
 # without spaces by design and are never taken for glued.
 _SPACED_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u04ff"
@@ -59,7 +61,6 @@ HEADING_SIZE = 1.08
 HEADING_SHARE = 0.9  # of a heading line's printed characters in heading type (not a large initial)
 MAX_HEADING_WORDS = 20
 MAX_HEADING_LEVELS = 4  # distinct heading sizes ranked; smaller ones join the last level
-RUNNING_HEADER_PAGES = 3  # a large line repeated on this many pages is a running header, not a heading
 SCRIPT_SIZE = 0.85  # a character this much smaller than the next one, on another baseline, is a script
 SCRIPT_SHIFT = 0.1  # of the next character's size: the baseline difference that marks a script
 _CLOSING = frozenset(")]},.;:!?'\"\u2019\u201d")
@@ -382,8 +383,8 @@ def font_headings(pages: list[list[tuple[str, float]]]) -> list[tuple[int, int, 
                 found.append((index, size, title))
     pages_of: dict[str, set[int]] = {}
     for index, _, title in found:
-        pages_of.setdefault(title, set()).add(index)
-    found = [f for f in found if len(pages_of[f[2]]) < RUNNING_HEADER_PAGES]
+        pages_of.setdefault(running_key(title), set()).add(index)
+    found = [f for f in found if len(pages_of[running_key(f[2])]) < RUNNING_HEADER_PAGES]
     ranks = sorted({size for _, size, _ in found}, reverse=True)
     return [(index, min(ranks.index(size), MAX_HEADING_LEVELS - 1) + 1, title) for index, size, title in found]
 

@@ -46,7 +46,7 @@ def test_python_m_ingest_is_rag_ingest(home):
 
 
 def test_retrieve_json_and_queries_file(home, tmp_path):
-    out = json.loads(rag("retrieve", "How many steps lead to the gallery?", "-c", "sample", "--json", "--k", "2",
+    out = json.loads(rag("retrieve", "How many steps lead to the gallery?", "-c", "sample", "--json", "-k", "2",
                          home=home).stdout)
     assert len(out["results"]) == 2
     assert out["results"][0]["source"].endswith("korvik_lighthouse.md")

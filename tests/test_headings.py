@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.headings import Heading, HeadingPath, locate, markdown_headings, text_headings
+from rag.headings import Heading, HeadingPath, drop_running_headers, locate, markdown_headings, text_headings
 from rag.loading import load
 
 
@@ -46,6 +46,40 @@ def test_pdf_outline_gives_heading_paths(chunker, tmp_path):
     chunks = chunker.split(load(path), "guide.pdf")
     by_page = {c.page: c.heading for c in chunks}
     assert by_page == {1: "Marmot Guide", 2: "Marmot Guide > Hibernation", 3: "Marmot Guide > Whistles"}
+
+
+def test_numbered_lines_add_only_what_a_pdf_outline_lacks(chunker, tmp_path):
+    """A running header with its page number ("Chapter 1: Marmot Guide 2", as Texinfo sets one) and a
+    numbered list item look like numbered headings; taken for them, each would reset the heading path
+    at level 1. The outline is taken at its word for its two levels; a numbered subsection below them
+    is kept."""
+    from fpdf import FPDF
+
+    body = {"Marmot Guide": "These notes describe the Alpine marmot of the central European mountains. ",
+            "Hibernation": "Alpine marmots hibernate for about six months, from October to April. ",
+            "1.1.1 Heart rate": "During hibernation the heart beats only three to five times a minute. ",
+            "Whistles": "A single sharp whistle warns of an eagle or another threat from the air. ",
+            "": "Repeated whistles warn of a fox, a dog or another threat on the ground. "}
+    pages = [[(0, "Marmot Guide")], [(1, "Hibernation"), (None, "1.1.1 Heart rate")], [(1, "Whistles")], [(None, "")]]
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=11)
+    for number, sections in enumerate(pages, start=1):
+        pdf.add_page()
+        if number > 1:
+            pdf.multi_cell(0, 6, f"Chapter 1: Marmot Guide {number}", new_x="LMARGIN", new_y="NEXT")
+        for level, title in sections:
+            if level is not None:
+                pdf.start_section(title, level=level)
+            pdf.multi_cell(0, 6, f"{title}\n{body[title] * 4}", new_x="LMARGIN", new_y="NEXT")
+            if title == "Hibernation":
+                pdf.multi_cell(0, 6, "1. If the burrow floods, the family moves\nto the next one.",
+                               new_x="LMARGIN", new_y="NEXT")
+    path = tmp_path / "guide.pdf"
+    pdf.output(str(path))
+    chunks = chunker.split(load(path), "guide.pdf")
+    assert sorted({(c.page, c.heading) for c in chunks}) == [
+        (1, "Marmot Guide"), (2, "Marmot Guide > Hibernation"), (2, "Marmot Guide > Hibernation > 1.1.1 Heart rate"),
+        (3, "Marmot Guide > Whistles"), (4, "Marmot Guide > Whistles")]
 
 
 def test_pdf_without_outline_takes_headings_from_type_size(chunker, tmp_path):
@@ -93,7 +127,8 @@ def test_numbered_heading_lines_in_plain_text():
     text = ("5 Software\n\nSome words here.\n\n5.12 Where is the backup tool?\n\nIn /usr/sbin.\n\n"
             "1. Open the lid.\n2. Remove the bin, then rinse it.\nChapter 3: Installing\n"
             "2.5.1. Optional Features of the pdfhref Macro . .................. 7\n"  # contents entries
-            "2.4 Creating a Document Outline . 5\n")
+            "2.4 Creating a Document Outline . 5\n"
+            "2 columns: x y\n")  # a title starting in lower case: a table's line, not a heading
     found = [(h.level, h.title) for h in text_headings(text)]
     assert found == [(1, "5 Software"), (2, "5.12 Where is the backup tool?"), (1, "Chapter 3: Installing")]
     # LaTeX sets a chapter's contents line without a leader: known by the leader lines beside it
@@ -102,6 +137,16 @@ def test_numbered_heading_lines_in_plain_text():
                 "1 Introduction\n\nbody text\n\nmore text\n\n2.3 Python 3\n\nSome words.\n")
     assert [h.title for h in text_headings(contents)] == ["1 Introduction", "2.3 Python 3"]
     assert [h.title for h in markdown_headings("Title\n=====\n\nSub\n---\n")] == ["Title", "Sub"]
+
+
+def test_running_headers_are_not_headings():
+    """A heading line on three pages or more, its page number at either end aside, is a running header."""
+    pages = [text_headings(f"{n} Marmot Notes\nChapter 4: Shell Builtins {n + 1}\n4.{n} Alarm number {n}\n")
+             for n in (10, 12, 14)]
+    assert [[h.title for h in page] for page in drop_running_headers(pages)] == [
+        ["4.10 Alarm number 10"], ["4.12 Alarm number 12"], ["4.14 Alarm number 14"]]
+    two = drop_running_headers(pages[:2])  # on two pages only: kept
+    assert [h.title for h in two[0]] == ["10 Marmot Notes", "Chapter 4: Shell Builtins 11", "4.10 Alarm number 10"]
 
 
 def test_heading_path_closes_deeper_levels():
