@@ -1,6 +1,7 @@
 """The bulk ingest pipeline: walk, parse, chunk, embed, write.
 
-Incremental: a file whose content hash is unchanged is skipped, a changed file's chunks are
+Incremental: a file whose content hash is unchanged is skipped (unless it was chunked by another
+parser version or other chunk settings: `Chunker.signature`, stored with it), a changed file's chunks are
 replaced, and with `prune` the chunks of files that no longer exist are removed. One bad file is
 reported and skipped; the rest of the batch lands, and nothing else already stored is touched by
 it. A stored file that changed and no longer parses (now empty, binary, damaged) loses its old
@@ -63,6 +64,7 @@ class IngestReport:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    reparsed: int = 0  # unchanged, but chunked by another parser version or other chunk settings: read again
     failed: int = 0
     pruned: int = 0
     chunks_added: int = 0
@@ -75,13 +77,13 @@ class IngestReport:
 
     @property
     def ingested(self) -> int:
-        return self.new + self.changed + self.unchanged
+        return self.new + self.changed + self.unchanged + self.reparsed
 
     def as_dict(self) -> dict:
         return {
             "collection": self.collection,
             "files": {"new": self.new, "changed": self.changed, "unchanged": self.unchanged,
-                      "failed": self.failed, "pruned": self.pruned},
+                      "reparsed": self.reparsed, "failed": self.failed, "pruned": self.pruned},
             "chunks_added": self.chunks_added,
             "chunks_removed": self.chunks_removed,
             "seconds": round(self.seconds, 3),
@@ -94,6 +96,8 @@ class IngestReport:
         return (
             f"collection '{self.collection}': files new {self.new}, changed {self.changed}, "
             f"unchanged {self.unchanged}, failed {self.failed}"
+            + (f", reparsed {self.reparsed} (chunked by an older parser or other chunk settings)"
+               if self.reparsed else "")
             + (f", pruned {self.pruned}" if self.pruned else "")
             + f"; chunks added {self.chunks_added}, removed {self.chunks_removed}; {self.seconds:.1f} s"
             + ("; skipped in folders: " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
@@ -136,7 +140,8 @@ def ingest(
     if collection.embedding_dtype is None:  # a new collection takes the embedder's precision
         collection.set_meta({"embedding_dtype": embedder.dtype})
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
-        known = collection.file_hashes()
+        known = collection.file_hashes(chunker.signature)  # "" for a file chunked otherwise: read again
+        writer.parsed_with = chunker.signature
         batch = _Batch(embedder, writer, report, known)
         committed, wait_s = time.monotonic(), COMMIT_SECONDS
         notify(Progress(0, len(files), 0))
@@ -144,7 +149,7 @@ def ingest(
             key = str(item.path)
             if settle(item.path, item.hashed, known, writer, report) is not None:
                 if isinstance(item.parsed, LoadError):
-                    record_failure(report, writer, key, known, str(item.parsed))
+                    record_failure(report, writer, key, known, str(item.parsed), parsed=True)
                 else:
                     batch.add(key, item.hashed, *item.parsed)
                     while batch.full():
@@ -376,11 +381,16 @@ def parse_file(path: Path, chunker: Chunker, max_file_mb: float | None = None) -
     return doc, chunks
 
 
-def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[str, str], error: str) -> None:
+def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[str, str], error: str,
+                   parsed: bool = False) -> None:
     """Count a file that failed, with its one error line. A stored file that changed and broke: its
-    old text is no longer what the file says, so it must not be served as current."""
+    old text is no longer what the file says, so it must not be served as current. `parsed`: it
+    failed to parse, after hashing; an unchanged file read again only for a new parser or chunk
+    settings (Collection.file_hashes) then keeps its chunks, which still say what it says."""
     report.failed += 1
-    if key in known:
+    if parsed and known.get(key) == "":
+        error += "; its chunks from the earlier reading were kept"
+    elif key in known:
         writer.remove_file(key)
         error += "; its previous chunks were removed"
     report.errors.append(error)
@@ -389,7 +399,9 @@ def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[s
 def record_landed(report: IngestReport, key: str, known: dict[str, str], warnings: list[str]) -> None:
     """Count a file whose chunks were staged in the writer."""
     report.warnings += [f"{shown(key)}: {w}" for w in warnings]
-    if key in known:
+    if known.get(key) == "":  # the content is as stored; the chunking is not (Collection.file_hashes)
+        report.reparsed += 1
+    elif key in known:
         report.changed += 1
     else:
         report.new += 1

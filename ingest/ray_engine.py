@@ -111,7 +111,8 @@ def ingest_ray(
     staging = collection.folder / STAGING_NAME
     # Taking the lock removes a staging folder a killed driver left (rag/store.py orphans).
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
-        known = collection.file_hashes()
+        known = collection.file_hashes(chunker.signature)  # "" for a file chunked otherwise: read again
+        writer.parsed_with = chunker.signature
         todo: dict[str, tuple[str, int]] = {}
         for path in files:
             hashed = check_file(path, known, writer, report)
@@ -129,7 +130,7 @@ def ingest_ray(
                     raise RuntimeError(f"the Ray job wrote no outcome for {key}; nothing was committed")
                 error, warnings, n_chunks = outcomes[key]
                 if error:
-                    record_failure(report, writer, key, known, error)
+                    record_failure(report, writer, key, known, error, parsed=True)
                 else:
                     landed[key] = (sha, size, n_chunks)
                     record_landed(report, key, known, warnings)

@@ -30,6 +30,11 @@ MIN_SECTION_WORDS = 12  # a section this short (a title and a line) is chunked w
 COUNT_BATCH = 4096  # splits counted per batched tokenizer call
 _WORD = re.compile(r"\S+")  # a word as str.split() sees one
 KNOWN_SPLITS, KNOWN_LENGTH = 65_536, 64  # the counts of this many splits this short are remembered
+# How files become chunks, recorded with each stored file (`Chunker.signature`): a file chunked under
+# another version or other chunk settings is read again by the next `rag ingest` of it, even though
+# its content is unchanged. Raise it with any change to rag/loading.py, pdf.py, html_text.py,
+# headings.py or this module that changes the chunks of a file already ingested.
+PARSE_VERSION = 2  # 2: PDF running headers and list items are no longer headings (2026-11-26)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,13 @@ class Chunker:
         self.chunk_overlap = chunk_overlap
         self.headings = headings
         self._splitter = self._make_splitter(chunk_size, chunk_overlap)
+
+    @property
+    def signature(self) -> str:
+        """What the chunks of a file depend on besides its bytes (and the tokenizer, which the
+        collection's embedding model fixes); stored with each file."""
+        return (f"parser {PARSE_VERSION}, chunk_size {self.chunk_size}, chunk_overlap {self.chunk_overlap}, "
+                f"headings {'on' if self.headings else 'off'}")
 
     def _make_splitter(self, size: int, overlap: int) -> _Splitter:
         return _Splitter(self.tokenizer, chunk_size=size, chunk_overlap=min(overlap, size // 2))

@@ -39,7 +39,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    n_chunks INTEGER NOT NULL, ingested_at REAL NOT NULL
+    n_chunks INTEGER NOT NULL, ingested_at REAL NOT NULL,
+    parsed_with TEXT NOT NULL DEFAULT ''  -- how it was chunked (rag.chunking.Chunker.signature; '': unknown)
 );
 CREATE TABLE IF NOT EXISTS chunks (
     vid INTEGER PRIMARY KEY AUTOINCREMENT,  -- the id the FAISS index knows the vector by
@@ -118,6 +119,8 @@ class Collection:
             db.executescript(SCHEMA)
             if "heading" not in {row[1] for row in db.execute("PRAGMA table_info(chunks)")}:
                 db.execute("ALTER TABLE chunks ADD COLUMN heading TEXT NOT NULL DEFAULT ''")  # made before headings
+            if "parsed_with" not in {row[1] for row in db.execute("PRAGMA table_info(files)")}:
+                db.execute("ALTER TABLE files ADD COLUMN parsed_with TEXT NOT NULL DEFAULT ''")  # made before it
             coll = cls(folder, db)
             recorded = coll._meta("model")
         except sqlite3.DatabaseError as exc:
@@ -220,8 +223,14 @@ class Collection:
         files, chunks = self.count()
         return CollectionInfo(self.name, str(self.folder), files, chunks, self.index_type, self.model, self.generation)
 
-    def file_hashes(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT path, sha256 FROM files"))
+    def file_hashes(self, parsed_with: str | None = None) -> dict[str, str]:
+        """Each stored file's content hash. Given the signature of the chunker at hand
+        (`Chunker.signature`), a file chunked otherwise (another parser version or other chunk
+        settings) gets the hash "", which no content has: ingest takes it as changed and reads it again."""
+        if parsed_with is None:
+            return dict(self.db.execute("SELECT path, sha256 FROM files"))
+        return dict(self.db.execute("SELECT path, CASE WHEN parsed_with = ? THEN sha256 ELSE '' END FROM files",
+                                    (parsed_with,)))
 
     def chunks_by_vid(self, vids: list[int]) -> dict[int, StoredChunk]:
         if not vids:
@@ -410,6 +419,7 @@ class Writer:
         self._remove: set[str] = set()
         self._streamed: dict[str, tuple[str, int, int]] = {}  # path -> (sha256, size, number of chunks)
         self._batches: Callable[[], Iterable[tuple[list[Chunk], np.ndarray]]] = lambda: ()
+        self.parsed_with = ""  # recorded with every file this writer stores (rag.chunking.Chunker.signature)
 
     def replace_file(self, path: str, sha256: str, size: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):
@@ -460,7 +470,7 @@ class Writer:
             for path, (sha, size, chunks, vectors) in self._replace.items():
                 for chunk, vector in zip(chunks, vectors):
                     _insert_chunk(db, "INSERT", path, chunk, vector)
-                _insert_file(db, path, sha, size, len(chunks))
+                _insert_file(db, path, sha, size, len(chunks), self.parsed_with)
                 added += len(chunks)
             if self._streamed:
                 arrived = dict.fromkeys(self._streamed, 0)
@@ -472,7 +482,7 @@ class Writer:
                 for path, (sha, size, n_chunks) in self._streamed.items():
                     if arrived[path] != n_chunks:
                         raise RuntimeError(f"{path}: {arrived[path]} of its {n_chunks} chunks arrived")
-                    _insert_file(db, path, sha, size, n_chunks)
+                    _insert_file(db, path, sha, size, n_chunks, self.parsed_with)
                     added += n_chunks
             total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
             kind = choose_kind(self.index_type, total, self.exact_threshold)
@@ -584,9 +594,9 @@ def _insert_chunk(db: sqlite3.Connection, verb: str, path: str, chunk: Chunk, ve
     return cur.rowcount
 
 
-def _insert_file(db: sqlite3.Connection, path: str, sha256: str, size: int, n_chunks: int) -> None:
-    db.execute("INSERT INTO files(path, sha256, size, n_chunks, ingested_at) VALUES (?,?,?,?,?)",
-               (path, sha256, size, n_chunks, time.time()))
+def _insert_file(db: sqlite3.Connection, path: str, sha256: str, size: int, n_chunks: int, parsed_with: str) -> None:
+    db.execute("INSERT INTO files(path, sha256, size, n_chunks, ingested_at, parsed_with) VALUES (?,?,?,?,?,?)",
+               (path, sha256, size, n_chunks, time.time(), parsed_with))
 
 
 def adapted_folder(collection_folder: Path, model: str) -> Path | None:

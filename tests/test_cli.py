@@ -33,7 +33,7 @@ def home(tmp_path_factory):
 def test_ingest_json_summary_and_rerun(home):
     out = json.loads(rag("ingest", str(home / "docs"), "-c", "sample", "--json", home=home).stdout)
     assert set(out) >= {"files", "chunks_added", "chunks_removed", "seconds", "errors"}
-    assert out["files"] == {"new": 0, "changed": 0, "unchanged": 4, "failed": 0, "pruned": 0}
+    assert out["files"] == {"new": 0, "changed": 0, "unchanged": 4, "reparsed": 0, "failed": 0, "pruned": 0}
     assert out["chunks_added"] == 0
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from conftest import SAMPLE
 from ingest.pipeline import ingest
+from rag.settings import Settings
+from rag.store import Collection
 
 
 def _stale(collection) -> int:
@@ -42,6 +44,41 @@ def test_incremental_reingest_change_and_prune(tmp_path, collection, embedder, c
     assert collection.chunks_of(str(docs / "tidy_t3_manual.html")) == []
     assert collection.index.ntotal == collection.count()[1]
     assert _stale(collection) == 0
+
+
+def test_files_chunked_otherwise_are_read_again(tmp_path, collection, embedder, chunker):
+    """Unchanged files chunked with other chunk settings, or by an older parser (a collection made
+    before the signature was stored records none), are read again by the next ingest, and only once;
+    one that no longer parses keeps its chunks, which still say what the file says."""
+    from rag.chunking import Chunker
+
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLE, docs)
+    ingest([docs], collection, embedder, chunker)
+    before = {c.id for c in collection.all_chunks()}
+    smaller = Chunker(embedder.tokenizer, embedder.max_seq_length, 60, 10)
+    report = ingest([docs], collection, embedder, smaller)
+    assert (report.new, report.changed, report.unchanged, report.reparsed, report.failed) == (0, 0, 0, 4, 0)
+    assert "reparsed 4 (chunked by an older parser or other chunk settings)" in report.summary()
+    assert collection.count()[1] == report.chunks_added > report.chunks_removed == len(before)
+    assert max(len(embedder.tokenizer.tokenize(c.text)) for c in collection.all_chunks()) <= 60
+    assert _stale(collection) == 0
+    again = ingest([docs], collection, embedder, smaller)
+    assert (again.unchanged, again.reparsed, again.chunks_added) == (4, 0, 0)
+
+    collection.db.execute("ALTER TABLE files DROP COLUMN parsed_with")  # as a collection made before it
+    collection.close()
+    collection = Collection.open(collection.folder)
+    pdf = str(docs / "marmot_field_notes.pdf")
+    old_pdf = {c.id for c in collection.chunks_of(pdf)}
+    report = ingest([docs], collection, embedder, smaller, settings=Settings(max_file_mb=3000 / 2**20))  # < the PDF
+    assert (report.reparsed, report.failed) == (3, 1)
+    assert report.chunks_added == report.chunks_removed == collection.count()[1] - len(old_pdf)  # the same chunks
+    assert len(report.errors) == 1 and "marmot_field_notes.pdf" in report.errors[0]
+    assert report.errors[0].endswith("its chunks from the earlier reading were kept")
+    assert {c.id for c in collection.chunks_of(pdf)} == old_pdf
+    assert _stale(collection) == 0
+    collection.close()
 
 
 def test_bad_files_are_reported_and_the_rest_lands(tmp_path, collection, embedder, chunker):

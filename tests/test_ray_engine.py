@@ -184,7 +184,7 @@ def test_a_driver_killed_before_the_commit_leaves_the_collection_and_the_next_ru
     assert main(["ingest", str(docs), "-c", "r", "--engine", "ray", "--embed-actors", "1", "--batch-size", "8",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["files"] == {"new": 3, "changed": 0, "unchanged": 1, "failed": 0, "pruned": 0}
+    assert out["files"] == {"new": 3, "changed": 0, "unchanged": 1, "reparsed": 0, "failed": 0, "pruned": 0}
     assert not staging.exists()
     coll.refresh()
     assert [c.text for c in coll.chunks_of(str(tea))] == [tea.read_text().strip()]
