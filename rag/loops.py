@@ -57,9 +57,19 @@ class LoopGuard:
         return None
 
 
+# A sentence's end: its stop, any citation markers after it ("... 1887. [1]"), then a space.
+_SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s)")
+
+
 def trim(answer: str, loop: Loop) -> str:
-    """The answer up to where the repetition began, without a dangling separator."""
-    return answer[: loop.cut].rstrip(" ,;:-–—\n\t")
+    """The answer up to where the repetition began, without a dangling separator; and without the
+    sentence the cut leaves unfinished when a finished one comes before it ("... command [3]. The":
+    the repetition began inside that sentence, whose first words only echo the one said before)."""
+    kept = answer[: loop.cut].rstrip(" ,;:-–—\n\t")
+    ends = list(_SENTENCE_END.finditer(kept + " "))
+    if ends and ends[-1].end() < len(kept):
+        kept = kept[: ends[-1].end()]
+    return kept
 
 
 # The prompt's own scaffolding (rag/prompts.py): a model that starts writing a passage header, the

@@ -22,6 +22,21 @@ def test_a_repeated_sentence_is_a_loop_and_a_plain_answer_is_not():
                           "first-order Fresnel lens, and the light is visible for 18 nautical miles.")
 
 
+def test_the_cut_drops_the_unfinished_sentence_it_leaves():
+    """Seen on a real manual: the 12 words that came round again began inside a new sentence, and the
+    cut there left "The" dangling after the last full sentence, which the sources check then listed
+    as unsupported. Without a full sentence before it, the cut text stays as it is (above)."""
+    answer = ("The set -e option is used to set the environment of a shell to a new shell [1]. This is done by "
+              "using the -e option to the set builtin command [3]. The -e option is used to set the "
+              "environment of a shell to a new shell")
+    loop = LoopGuard().check(answer)
+    assert loop is not None and answer[loop.cut:].startswith("e option")
+    assert trim(answer, loop) == ("The set -e option is used to set the environment of a shell to a new shell [1]. "
+                                  "This is done by using the -e option to the set builtin command [3].")
+    cited_after = "It was lit in 1887. [1] The lamp was lit in 1887. [1] The lamp was lit in 1887. [1] The lamp"
+    assert trim(cited_after, LoopGuard().check(cited_after)) == "It was lit in 1887. [1]"
+
+
 def test_copying_what_the_context_repeats_is_not_a_loop():
     steps = "Press the red button. Wait. Press the red button. Wait. Press the red button."
     assert not is_looping(steps, context=f"[1] To reset it: {steps}")
