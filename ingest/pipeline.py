@@ -69,6 +69,7 @@ class IngestReport:
     pruned: int = 0
     chunks_added: int = 0
     chunks_removed: int = 0
+    chunks_reused: int = 0  # of the chunks added: reparsed files' unchanged chunks, which kept their vectors
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -86,6 +87,7 @@ class IngestReport:
                       "reparsed": self.reparsed, "failed": self.failed, "pruned": self.pruned},
             "chunks_added": self.chunks_added,
             "chunks_removed": self.chunks_removed,
+            "chunks_reused": self.chunks_reused,
             "seconds": round(self.seconds, 3),
             "errors": self.errors,
             "warnings": self.warnings,
@@ -96,8 +98,8 @@ class IngestReport:
         return (
             f"collection '{self.collection}': files new {self.new}, changed {self.changed}, "
             f"unchanged {self.unchanged}, failed {self.failed}"
-            + (f", reparsed {self.reparsed} (chunked by an older parser or other chunk settings)"
-               if self.reparsed else "")
+            + (f", reparsed {self.reparsed} (chunked by an older parser or other chunk settings; "
+               f"{self.chunks_reused} unchanged chunks kept their vectors)" if self.reparsed else "")
             + (f", pruned {self.pruned}" if self.pruned else "")
             + f"; chunks added {self.chunks_added}, removed {self.chunks_removed}; {self.seconds:.1f} s"
             + ("; skipped in folders: " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
@@ -142,7 +144,7 @@ def ingest(
     with collection.writer(settings.index_type, settings.exact_threshold, wait=wait) as writer:
         known = collection.file_hashes(chunker.signature)  # "" for a file chunked otherwise: read again
         writer.parsed_with = chunker.signature
-        batch = _Batch(embedder, writer, report, known)
+        batch = _Batch(embedder, writer, report, known, reuse=collection.file_vectors)
         committed, wait_s = time.monotonic(), COMMIT_SECONDS
         notify(Progress(0, len(files), 0))
         for done, item in enumerate(read_ahead(files, known, chunker, settings.max_file_mb), start=1):
@@ -160,10 +162,11 @@ def ingest(
                 commit(writer, report)  # the writer holds whole files only
                 committed = time.monotonic()
                 wait_s = max(COMMIT_SECONDS, (committed - began) * (1 - COMMIT_SHARE) / COMMIT_SHARE)
-        while batch.waiting:
+        while batch.files:
             batch.embed()
             notify(batch.progress(len(files), len(files)))
         notify(Progress(len(files), len(files), batch.embedded))
+        report.chunks_reused = batch.reused
         if prune:
             prune_missing(writer, known, report)
         commit(writer, report)
@@ -269,18 +272,27 @@ class _Failed:
 
 class _Batch:
     """Chunks of one or more files waiting to be embedded; a file is staged in the writer once all
-    its chunks have their vectors."""
+    its chunks have their vectors. A file read again only because it was chunked otherwise (its
+    content unchanged: `known` says "") keeps the stored vector of every chunk whose text, place and
+    heading path are unchanged (`reuse`: Collection.file_vectors); only the others are embedded."""
 
-    def __init__(self, embedder: Embedder, writer: Writer, report: IngestReport, known: dict[str, str]):
-        self.embedder, self.writer, self.report, self.known = embedder, writer, report, known
+    def __init__(self, embedder: Embedder, writer: Writer, report: IngestReport, known: dict[str, str],
+                 reuse: Callable[[str], dict[tuple[str, str], np.ndarray]] | None = None):
+        self.embedder, self.writer, self.report, self.known, self.reuse = embedder, writer, report, known, reuse
         self.files: deque[_Pending] = deque()  # in file order; the first may be part-embedded
         self.waiting = 0  # chunks not yet embedded
         self.embedded = 0  # chunks embedded in this run
+        self.reused = 0  # chunks whose stored vector was kept
         self.last: _Pending | None = None
 
     def add(self, key: str, hashed: tuple[str, int], doc: Document, chunks: list[Chunk]) -> None:
-        self.files.append(_Pending(key, hashed, doc, chunks))
-        self.waiting += len(chunks)
+        stored = self.reuse(key) if self.reuse is not None and self.known.get(key) == "" else {}
+        kept = {i: stored[c.id, c.heading] for i, c in enumerate(chunks) if (c.id, c.heading) in stored}
+        pending = _Pending(key, hashed, doc, chunks, kept=kept, todo=[i for i in range(len(chunks)) if i not in kept])
+        self.files.append(pending)
+        self.waiting += len(pending.todo)
+        self.reused += len(kept)
+        self._stage_done()  # a file with nothing to embed is staged now, not held to the end of the run
 
     def full(self) -> bool:
         return self.waiting >= EMBED_STEP
@@ -290,14 +302,14 @@ class _Batch:
         file that is then complete."""
         take, texts = [], []
         for pending in self.files:
-            want = min(EMBED_STEP - len(texts), len(pending.chunks) - pending.embedded)
+            want = min(EMBED_STEP - len(texts), len(pending.todo) - pending.embedded)
             if want <= 0:
                 continue
-            texts += [c.indexed for c in pending.chunks[pending.embedded:pending.embedded + want]]
+            texts += [pending.chunks[i].indexed for i in pending.todo[pending.embedded:pending.embedded + want]]
             take.append((pending, want))
             if len(texts) == EMBED_STEP:
                 break
-        vectors = self.embedder.embed(texts)
+        vectors = self.embedder.embed(texts) if texts else None
         at = 0
         for pending, want in take:
             pending.vectors.append(vectors[at:at + want])
@@ -306,9 +318,13 @@ class _Batch:
             self.last = pending
         self.waiting -= len(texts)
         self.embedded += len(texts)
-        while self.files and self.files[0].embedded == len(self.files[0].chunks):
+        self._stage_done()
+
+    def _stage_done(self) -> None:
+        """Stage the files at the front whose chunks all have their vectors, in file order."""
+        while self.files and self.files[0].embedded == len(self.files[0].todo):
             done = self.files.popleft()
-            self.writer.replace_file(done.key, *done.hashed, done.chunks, np.concatenate(done.vectors))
+            self.writer.replace_file(done.key, *done.hashed, done.chunks, done.all_vectors())
             record_landed(self.report, done.key, self.known, done.doc.warnings)
 
     def progress(self, files_done: int, files_total: int) -> Progress:
@@ -324,8 +340,21 @@ class _Pending:
     hashed: tuple[str, int]
     doc: Document
     chunks: list[Chunk]
-    embedded: int = 0
-    vectors: list[np.ndarray] = field(default_factory=list)
+    kept: dict[int, np.ndarray] = field(default_factory=dict)  # chunk index -> its stored vector
+    todo: list[int] = field(default_factory=list)  # the indexes of the chunks to embed, in order
+    embedded: int = 0  # of `todo`
+    vectors: list[np.ndarray] = field(default_factory=list)  # of `todo`, in blocks
+
+    def all_vectors(self) -> np.ndarray:
+        """(len(chunks), dim) float32: the stored ones where kept, the new ones elsewhere."""
+        if not self.kept:
+            return np.concatenate(self.vectors)
+        out = np.empty((len(self.chunks), len(next(iter(self.kept.values())))), dtype=np.float32)
+        for i, vector in self.kept.items():
+            out[i] = vector
+        if self.todo:
+            out[self.todo] = np.concatenate(self.vectors)
+        return out
 
 
 # ---- the steps every engine shares (ingest/ray_engine.py runs the same ones on a cluster) ----------

@@ -287,6 +287,11 @@ class Collection:
         rows = self.db.execute('SELECT vid, id, path, page, start, "end", text, heading FROM chunks ORDER BY path, start')
         return [StoredChunk(*row) for row in rows]
 
+    def file_vectors(self, path: str) -> dict[tuple[str, str], np.ndarray]:
+        """The stored vector of each chunk of `path`, by (chunk id, heading path): what was embedded."""
+        rows = self.db.execute("SELECT id, heading, vector FROM chunks WHERE path = ?", (path,))
+        return {(cid, heading): np.frombuffer(blob, dtype=np.float32) for cid, heading, blob in rows}
+
     def chunks_of(self, path: str) -> list[StoredChunk]:
         rows = self.db.execute(
             'SELECT vid, id, path, page, start, "end", text, heading FROM chunks WHERE path = ? ORDER BY vid', (path,)

@@ -59,7 +59,7 @@ def test_files_chunked_otherwise_are_read_again(tmp_path, collection, embedder, 
     smaller = Chunker(embedder.tokenizer, embedder.max_seq_length, 60, 10)
     report = ingest([docs], collection, embedder, smaller)
     assert (report.new, report.changed, report.unchanged, report.reparsed, report.failed) == (0, 0, 0, 4, 0)
-    assert "reparsed 4 (chunked by an older parser or other chunk settings)" in report.summary()
+    assert "reparsed 4 (chunked by an older parser or other chunk settings; " in report.summary()
     assert collection.count()[1] == report.chunks_added > report.chunks_removed == len(before)
     assert max(len(embedder.tokenizer.tokenize(c.text)) for c in collection.all_chunks()) <= 60
     assert _stale(collection) == 0
@@ -71,14 +71,42 @@ def test_files_chunked_otherwise_are_read_again(tmp_path, collection, embedder, 
     collection = Collection.open(collection.folder)
     pdf = str(docs / "marmot_field_notes.pdf")
     old_pdf = {c.id for c in collection.chunks_of(pdf)}
+    others = [str(docs / name) for name in ("green_tea.txt", "korvik_lighthouse.md", "tidy_t3_manual.html")]
+    old_vectors = {path: collection.file_vectors(path) for path in others}
     report = ingest([docs], collection, embedder, smaller, settings=Settings(max_file_mb=3000 / 2**20))  # < the PDF
     assert (report.reparsed, report.failed) == (3, 1)
-    assert report.chunks_added == report.chunks_removed == collection.count()[1] - len(old_pdf)  # the same chunks
+    # read with the same chunker again: the same chunks, which keep their stored vectors, none embedded
+    assert report.chunks_added == report.chunks_removed == report.chunks_reused == collection.count()[1] - len(old_pdf)
+    for path in others:
+        now = collection.file_vectors(path)
+        assert now.keys() == old_vectors[path].keys() and all((now[k] == v).all() for k, v in old_vectors[path].items())
     assert len(report.errors) == 1 and "marmot_field_notes.pdf" in report.errors[0]
     assert report.errors[0].endswith("its chunks from the earlier reading were kept")
     assert {c.id for c in collection.chunks_of(pdf)} == old_pdf
     assert _stale(collection) == 0
     collection.close()
+
+
+def test_a_reread_file_embeds_only_its_chunks_that_changed(tmp_path, collection, embedder, chunker):
+    """A file read again for a new parser keeps the vectors of the chunks it makes as before; a chunk
+    whose heading path changed (what it is embedded with) is embedded again."""
+    import numpy as np
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SAMPLE / "korvik_lighthouse.md", docs)
+    ingest([docs], collection, embedder, chunker)
+    path = str(docs / "korvik_lighthouse.md")
+    chunks = collection.chunks_of(path)
+    changed = chunks[1]
+    collection.db.execute("UPDATE chunks SET heading = 'An older heading' WHERE id = ?", (changed.id,))
+    collection.db.execute("UPDATE files SET parsed_with = 'parser 1'")
+    report = ingest([docs], collection, embedder, chunker)
+    assert (report.reparsed, report.chunks_reused, report.chunks_added) == (1, len(chunks) - 1, len(chunks))
+    stored = collection.file_vectors(path)
+    (fresh,) = embedder.embed([f"{changed.heading}\n{changed.text}"])
+    assert np.allclose(stored[changed.id, changed.heading], fresh, atol=1e-5)
+    assert collection.index.ntotal == collection.count()[1] == len(chunks)
 
 
 def test_bad_files_are_reported_and_the_rest_lands(tmp_path, collection, embedder, chunker):
