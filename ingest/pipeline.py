@@ -331,7 +331,8 @@ class _Batch:
         last = self.last
         if last is None:
             return Progress(files_done, files_total, self.embedded)
-        return Progress(files_done, files_total, self.embedded, Path(last.key), last.embedded, len(last.chunks))
+        return Progress(files_done, files_total, self.embedded, Path(last.key), last.embedded + len(last.kept),
+                        len(last.chunks))
 
 
 @dataclass
