@@ -17,6 +17,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SEPARATOR = " > "
@@ -111,15 +113,18 @@ def running_key(title: str) -> str:
     return _FOLIO.sub("", title).casefold()
 
 
+def running_headers(pages: Iterable[Iterable[str]]) -> set[str]:
+    """The `running_key`s of the titles found on RUNNING_HEADER_PAGES pages or more (one iterable of
+    titles a page)."""
+    pages_of = Counter(key for titles in pages for key in {running_key(title) for title in titles})
+    return {key for key, n in pages_of.items() if n >= RUNNING_HEADER_PAGES}
+
+
 def drop_running_headers(pages: list[list[Heading]]) -> list[list[Heading]]:
-    """Each page's headings less those found on RUNNING_HEADER_PAGES pages or more (`running_key`):
-    a running header looks like a numbered heading, and taken for one it would reset every page's
-    heading path to its chapter."""
-    pages_of: dict[str, int] = {}
-    for headings in pages:
-        for key in {running_key(h.title) for h in headings}:
-            pages_of[key] = pages_of.get(key, 0) + 1
-    return [[h for h in headings if pages_of[running_key(h.title)] < RUNNING_HEADER_PAGES] for headings in pages]
+    """Each page's headings less the running headers (`running_headers`): a running header looks like
+    a numbered heading, and taken for one it would reset every page's heading path to its chapter."""
+    running = running_headers([h.title for h in headings] for headings in pages)
+    return [[h for h in headings if running_key(h.title) not in running] for headings in pages]
 
 
 def locate(text: str, titles: list[tuple[int, str]]) -> list[Heading]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
 
-from rag.headings import RUNNING_HEADER_PAGES, running_key
+from rag.headings import running_headers, running_key
 
 # Letters of the scripts that separate words with spaces. Chinese, Japanese and Thai lines run
 # without spaces by design and are never taken for glued.
@@ -381,10 +381,11 @@ def font_headings(pages: list[list[tuple[str, float]]]) -> list[tuple[int, int, 
             title = " ".join(parts)
             if len(title.split()) <= MAX_HEADING_WORDS and not _CAPTION.match(title) and not _LEADER.search(title):
                 found.append((index, size, title))
-    pages_of: dict[str, set[int]] = {}
+    titles_of: dict[int, list[str]] = {}
     for index, _, title in found:
-        pages_of.setdefault(running_key(title), set()).add(index)
-    found = [f for f in found if len(pages_of[running_key(f[2])]) < RUNNING_HEADER_PAGES]
+        titles_of.setdefault(index, []).append(title)
+    running = running_headers(titles_of.values())
+    found = [f for f in found if running_key(f[2]) not in running]
     ranks = sorted({size for _, size, _ in found}, reverse=True)
     return [(index, min(ranks.index(size), MAX_HEADING_LEVELS - 1) + 1, title) for index, size, title in found]
 
