@@ -286,7 +286,7 @@ class _Batch:
         self.last: _Pending | None = None
 
     def add(self, key: str, hashed: tuple[str, int], doc: Document, chunks: list[Chunk]) -> None:
-        stored = self.reuse(key) if self.reuse is not None and self.known.get(key) == "" else {}
+        stored = self.reuse(key) if self.reuse is not None and reread(self.known, key) else {}
         kept = {i: stored[c.id, c.heading] for i, c in enumerate(chunks) if (c.id, c.heading) in stored}
         pending = _Pending(key, hashed, doc, chunks, kept=kept, todo=[i for i in range(len(chunks)) if i not in kept])
         self.files.append(pending)
@@ -411,6 +411,12 @@ def parse_file(path: Path, chunker: Chunker, max_file_mb: float | None = None) -
     return doc, chunks
 
 
+def reread(known: dict[str, str], key: str) -> bool:
+    """Whether a stored file is read again only because it was chunked otherwise: its content is as
+    stored, its chunking is not (`Collection.file_hashes` gives it the hash "")."""
+    return known.get(key) == ""
+
+
 def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[str, str], error: str,
                    parsed: bool = False) -> None:
     """Count a file that failed, with its one error line. A stored file that changed and broke: its
@@ -418,7 +424,7 @@ def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[s
     failed to parse, after hashing; an unchanged file read again only for a new parser or chunk
     settings (Collection.file_hashes) then keeps its chunks, which still say what it says."""
     report.failed += 1
-    if parsed and known.get(key) == "":
+    if parsed and reread(known, key):
         error += "; its chunks from the earlier reading were kept"
     elif key in known:
         writer.remove_file(key)
@@ -429,7 +435,7 @@ def record_failure(report: IngestReport, writer: Writer, key: str, known: dict[s
 def record_landed(report: IngestReport, key: str, known: dict[str, str], warnings: list[str]) -> None:
     """Count a file whose chunks were staged in the writer."""
     report.warnings += [f"{shown(key)}: {w}" for w in warnings]
-    if known.get(key) == "":  # the content is as stored; the chunking is not (Collection.file_hashes)
+    if reread(known, key):
         report.reparsed += 1
     elif key in known:
         report.changed += 1
