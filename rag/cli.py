@@ -538,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     def with_collection(p: argparse.ArgumentParser) -> None:
         p.add_argument("--collection", "-c", help="collection name (default: settings, 'default')")
 
+    def with_k(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--k", "-k", type=int, help="chunks retrieved (default: settings, 3)")
+
     def with_rerank(p: argparse.ArgumentParser) -> None:
         p.add_argument("--rerank", choices=RERANKERS,
                        help="second stage over the top candidates (default: settings, none)")
@@ -606,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrieve", help="show the chunks retrieved for a question (no model)")
     p.add_argument("question", nargs="?")
     with_collection(p)
-    p.add_argument("--k", "-k", type=int, help="chunks retrieved (default: settings, 3)")
+    with_k(p)
     p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: auto, the mode rag tune chose, else hybrid)")
     p.add_argument("--mode", dest="retrieval", choices=MODES, action=_Deprecated, new="--retrieval",
                    help=argparse.SUPPRESS)
@@ -621,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=tuple(ANSWER_MODES), default="rag",
                    help="rag: retrieve and cite; base: the model alone; lora, lora+rag: the same with --adapter")
     p.add_argument("--retrieval", choices=MODES, help="retrieval mode (default: auto, the mode rag tune chose, else hybrid)")
-    p.add_argument("--k", "-k", type=int, help="chunks retrieved (default: settings, 3)")
+    with_k(p)
     with_rerank(p)
     p.add_argument("--backend", choices=("local", "server"))
     p.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1")
@@ -696,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("local", "server"))
     p.add_argument("--base-url")
     p.add_argument("--model")
-    p.add_argument("--k", "-k", type=int, help="chunks retrieved (default: settings, 3)")
+    with_k(p)
     p.add_argument("--retrieval", choices=MODES)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--json", action="store_true")
